@@ -1,0 +1,335 @@
+"""Networks: nodes and connections composed into a graph that steps in topological order.
+
+One call of :meth:`Network.step` advances step ``t`` as follows:
+
+1. Nodes are visited in topological order of the connections that can
+   deliver within the same step (delay below one step). Each population first
+   reads the input that arrives at step ``t`` from each incoming connection,
+   passes it through that connection's synapse, adds injected currents, and
+   integrates. Each source emits its spikes for step ``t``.
+2. Right after a node has spiked, each outgoing connection puts the spikes
+   into its ring buffer at their delays.
+3. Learning rules see the spikes of step ``t`` and apply their updates.
+4. Monitors record.
+
+Every cycle of connections must contain a connection whose delay is at least
+one step; a network that breaks this rule is rejected with the cycle named.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ember.connections.base import Connection
+from ember.core import Node, Stateful
+from ember.random import mix_seed
+from ember.units import check_dt
+
+logger = logging.getLogger(__name__)
+
+
+class NetworkError(ValueError):
+    """An invalid network structure: unknown names, shape mismatches or cycles without delay."""
+
+
+def _is_population(node: Node) -> bool:
+    from ember.neurons import Population
+
+    return isinstance(node, Population)
+
+
+class Network(nn.Module):
+    """A spiking network: named nodes, connections, injected currents, learning rules and monitors.
+
+    Args:
+        dt: the step length in ms, shared by every part.
+        batch_size: the number of samples simulated side by side.
+        seed: the seed of every random draw in the network.
+
+    Attributes:
+        nodes: populations and input sources by name.
+        connections: connections by name.
+        rules: learning rules by name.
+        monitors: monitors by name.
+        step_count: the index of the next step (a 0-d int64 buffer).
+        sample_key: an integer mixed into every random seed, so that samples
+            shown one after another draw different noise; the runner sets it
+            per sample. Part of the saved state.
+
+    Examples:
+        >>> import torch
+        >>> from ember import Network, LIF, Dense, SpikeGenerator
+        >>> net = Network(dt=1.0)
+        >>> net.add("input", SpikeGenerator(2, times_ms=[0.0], indices=[0], dt=1.0))
+        >>> net.add("output", LIF(1, dt=1.0, v_threshold=-64.0))
+        >>> net.connect("input_to_output", "input", "output", Dense(2, 1, torch.full((2, 1), 2.0), dt=1.0))
+        >>> net.run(3)
+        >>> int(net.step_count)
+        3
+    """
+
+    def __init__(self, *, dt: float, batch_size: int = 1, seed: int = 0) -> None:
+        super().__init__()
+        self.dt = check_dt(dt)
+        if int(batch_size) < 1:
+            raise NetworkError(f"batch_size must be at least 1, got {batch_size!r}")
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.nodes = nn.ModuleDict()
+        self.connections = nn.ModuleDict()
+        self.currents = nn.ModuleDict()
+        self.rules = nn.ModuleDict()
+        self.monitors = nn.ModuleDict()
+        self.edges: dict[str, tuple[str, str]] = {}
+        self.current_targets: dict[str, str] = {}
+        self.rule_targets: dict[str, str] = {}
+        self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("sample_key", torch.zeros((), dtype=torch.long))
+        self._order: list[str] | None = None
+
+    # ---------------------------------------------------------------- building
+
+    def _check_new_name(self, name: str) -> None:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise NetworkError(f"names must be Python identifiers (letters, digits, _), got {name!r}")
+        for group in (self.nodes, self.connections, self.currents, self.rules, self.monitors):
+            if name in group:
+                raise NetworkError(f"the name {name!r} is already used in this network; choose another")
+
+    def _adopt(self, module: Stateful) -> None:
+        if module.batch_size != self.batch_size:
+            module.set_batch_size(self.batch_size)
+
+    def add(self, name: str, node: Node) -> Node:
+        """Add a population or an input source under ``name`` and return it."""
+        self._check_new_name(name)
+        if not isinstance(node, Node):
+            raise NetworkError(f"node {name!r} must be an ember Node (population or source), got {type(node).__name__}")
+        if abs(node.dt - self.dt) > 1e-12:
+            raise NetworkError(f"node {name!r} has dt = {node.dt} ms but the network has dt = {self.dt} ms")
+        self._adopt(node)
+        self.nodes[name] = node
+        self._order = None
+        return node
+
+    add_node = add
+
+    def connect(self, name: str, pre: str, post: str, connection: Connection) -> Connection:
+        """Add ``connection`` from node ``pre`` to population ``post`` under ``name`` and return it."""
+        self._check_new_name(name)
+        for role, node_name in (("pre", pre), ("post", post)):
+            if node_name not in self.nodes:
+                raise NetworkError(f"connection {name!r}: {role} node {node_name!r} not found; add it first")
+        if not _is_population(self.nodes[post]):
+            raise NetworkError(f"connection {name!r}: post node {post!r} is not a neuron population")
+        if tuple(connection.pre_shape) != self.nodes[pre].shape:
+            raise NetworkError(
+                f"connection {name!r}: pre_shape {connection.pre_shape} does not match node {pre!r} shape {self.nodes[pre].shape}"
+            )
+        if tuple(connection.post_shape) != self.nodes[post].shape:
+            raise NetworkError(
+                f"connection {name!r}: post_shape {connection.post_shape} does not match node {post!r} shape {self.nodes[post].shape}"
+            )
+        if abs(connection.dt - self.dt) > 1e-12:
+            raise NetworkError(f"connection {name!r} has dt = {connection.dt} ms but the network has dt = {self.dt} ms")
+        self._adopt(connection)
+        self.connections[name] = connection
+        self.edges[name] = (pre, post)
+        self._order = None
+        self.topological_order()
+        return connection
+
+    def add_current(self, name: str, population: str, source: nn.Module) -> nn.Module:
+        """Inject a current source (a module with ``current(step) -> nA tensor``) into ``population``."""
+        self._check_new_name(name)
+        if population not in self.nodes or not _is_population(self.nodes[population]):
+            raise NetworkError(f"current {name!r}: population {population!r} not found")
+        if not callable(getattr(source, "current", None)):
+            raise NetworkError(f"current {name!r} must have a method current(step) returning nA")
+        if isinstance(source, Stateful):
+            self._adopt(source)
+        self.currents[name] = source
+        self.current_targets[name] = population
+        return source
+
+    def add_rule(self, name: str, rule: nn.Module, connection: str) -> nn.Module:
+        """Attach a learning rule to the connection named ``connection``."""
+        self._check_new_name(name)
+        if connection not in self.connections:
+            raise NetworkError(f"rule {name!r}: connection {connection!r} not found")
+        pre, post = self.edges[connection]
+        if hasattr(rule, "bind"):
+            rule.bind(self.connections[connection], self.nodes[pre], self.nodes[post])
+        if isinstance(rule, Stateful):
+            self._adopt(rule)
+        self.rules[name] = rule
+        self.rule_targets[name] = connection
+        return rule
+
+    def add_monitor(self, name: str, monitor: nn.Module) -> nn.Module:
+        """Add a monitor; it is bound to this network and records after every step."""
+        self._check_new_name(name)
+        if hasattr(monitor, "bind"):
+            monitor.bind(self)
+        self.monitors[name] = monitor
+        return monitor
+
+    # ------------------------------------------------------------------- order
+
+    def topological_order(self) -> list[str]:
+        """Return node names in the order they step; raise :class:`NetworkError` on a cycle without delay."""
+        if self._order is not None:
+            return self._order
+        same_step = {name: [] for name in self.nodes}
+        for conn_name, (pre, post) in self.edges.items():
+            if self.connections[conn_name].min_delay_steps < 1.0 - 1e-9:
+                same_step[post].append((pre, conn_name))
+        order: list[str] = []
+        state: dict[str, int] = {}
+        path: list[tuple[str, str]] = []
+
+        def visit(node: str) -> None:
+            state[node] = 1
+            for pre, conn_name in same_step[node]:
+                path.append((pre, conn_name))
+                if state.get(pre) == 1:
+                    cycle = [c for _, c in path[[p for p, _ in path].index(pre):]]
+                    raise NetworkError(
+                        f"connections {cycle} form a cycle in which every delay may be below one step; "
+                        "give at least one of them a delay (and min_delay) of at least dt"
+                    )
+                if state.get(pre) is None:
+                    visit(pre)
+                path.pop()
+            state[node] = 2
+            order.append(node)
+
+        for node in self.nodes:
+            if node not in state:
+                visit(node)
+        self._order = order
+        return order
+
+    # ----------------------------------------------------------------- running
+
+    def step(self) -> None:
+        """Advance the network by one step of ``dt`` ms."""
+        step = int(self.step_count)
+        incoming: dict[str, list[str]] = {}
+        outgoing: dict[str, list[str]] = {}
+        for conn_name, (pre, post) in self.edges.items():
+            incoming.setdefault(post, []).append(conn_name)
+            outgoing.setdefault(pre, []).append(conn_name)
+
+        for index, name in enumerate(self.topological_order()):
+            node = self.nodes[name]
+            if _is_population(node):
+                current, jump = self._gather_input(name, node, incoming.get(name, ()), step)
+                node.step(current, jump)
+            else:
+                node.seed = mix_seed(self.seed, int(self.sample_key))
+                node.stream = index
+                node.step(step)
+            for conn_name in outgoing.get(name, ()):
+                self.connections[conn_name].emit(node.spikes, step)
+
+        for name, rule in self.rules.items():
+            if getattr(rule, "enabled", True):
+                rule.step(step)
+        for monitor in self.monitors.values():
+            monitor.record(step)
+        self.step_count = self.step_count + 1
+
+    def _gather_input(self, name: str, node: Node, connections: Iterable[str], step: int):
+        current = None
+        jump = None
+        for conn_name in connections:
+            connection = self.connections[conn_name]
+            arrived = connection.receive(step)
+            syn_current, syn_jump = connection.synapse(arrived, node.v)
+            if syn_current is not None:
+                current = syn_current if current is None else current + syn_current
+            if syn_jump is not None:
+                jump = syn_jump if jump is None else jump + syn_jump
+        for current_name, target in self.current_targets.items():
+            if target == name:
+                injected = self.currents[current_name].current(step)
+                current = injected if current is None else current + injected
+        return current, jump
+
+    def run(
+        self,
+        steps: int,
+        *,
+        grad: bool = False,
+        callback: Callable[[int], Any] | None = None,
+    ) -> None:
+        """Run ``steps`` steps. Runs split into chunks give exactly the result of one long run.
+
+        Args:
+            steps: the number of steps, at least 0.
+            grad: record the autograd graph (for BPTT); off by default.
+            callback: called with the step index after each step.
+        """
+        if int(steps) < 0:
+            raise NetworkError(f"steps must be at least 0, got {steps!r}")
+        with torch.set_grad_enabled(grad):
+            for _ in range(int(steps)):
+                self.step()
+                if callback is not None:
+                    callback(int(self.step_count) - 1)
+
+    # ------------------------------------------------------------------- state
+
+    def reset_state(self) -> None:
+        """Clear everything a sample leaves behind: neuron and synapse state, spikes in flight,
+        learning-rule traces and the step counter. Weights, delays and monitors' records stay.
+
+        After ``reset_state()`` the network runs a sample exactly as a freshly
+        built network with the same parameters and ``sample_key`` would.
+        """
+        for module in self.modules():
+            if isinstance(module, Stateful) and not getattr(module, "is_monitor", False):
+                module.reset_own_state()
+        self.step_count = torch.zeros_like(self.step_count)
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Reallocate all state for a new batch size (this also resets the state)."""
+        if int(batch_size) < 1:
+            raise NetworkError(f"batch_size must be at least 1, got {batch_size!r}")
+        self.batch_size = int(batch_size)
+        for module in self.modules():
+            if isinstance(module, Stateful):
+                module.set_batch_size(self.batch_size)
+        self.step_count = torch.zeros_like(self.step_count)
+
+    def detach_state(self) -> None:
+        """Cut the autograd history of all state (truncated BPTT between chunks)."""
+        for module in self.modules():
+            if isinstance(module, Stateful):
+                for name in module._state_specs:
+                    setattr(module, name, getattr(module, name).detach())
+
+    def learning(self, enabled: bool = True, *, connections: Iterable[str] | None = None) -> None:
+        """Switch learning rules on or off, for all rules or for those on the named connections."""
+        chosen = None if connections is None else set(connections)
+        for name, rule in self.rules.items():
+            if chosen is None or self.rule_targets[name] in chosen:
+                rule.enabled = bool(enabled)
+
+    def save(self, path: str, metadata: dict | None = None) -> None:
+        """Save the complete state to ``path`` (safetensors) and ``path``'s ``.json`` companion."""
+        from ember.checkpoint import save_network
+
+        save_network(self, path, metadata)
+
+    def load(self, path: str, map_location: str | torch.device | None = None) -> dict:
+        """Load a state saved by :meth:`save` into this network; return its metadata."""
+        from ember.checkpoint import load_network
+
+        return load_network(self, path, map_location)
