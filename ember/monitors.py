@@ -73,7 +73,7 @@ class Monitor(Stateful):
         super().__init__()
         self.target = target
         self.attribute = attribute
-        self.network = None
+        self.owner_ref: list = []  # a list, so neither owner nor network becomes a child module
 
     def bind(self, network) -> None:
         """Attach to ``network``; raise if the target or attribute does not exist."""
@@ -84,8 +84,7 @@ class Monitor(Stateful):
             raise ValueError(f"monitor target {self.target!r} not found among nodes or connections")
         if not isinstance(getattr(owner, self.attribute, None), torch.Tensor):
             raise ValueError(f"{self.target!r} has no tensor attribute {self.attribute!r} to monitor")
-        self.network = network
-        self.owner_ref = [owner]  # a list, so the owner is not registered as a child module
+        self.owner_ref = [owner]
         self.set_batch_size(network.batch_size)
         self._allocate(owner)
 

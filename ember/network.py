@@ -65,9 +65,9 @@ class Network(nn.Module):
         >>> import torch
         >>> from ember import Network, LIF, Dense, SpikeGenerator
         >>> net = Network(dt=1.0)
-        >>> net.add("input", SpikeGenerator(2, times_ms=[0.0], indices=[0], dt=1.0))
-        >>> net.add("output", LIF(1, dt=1.0, v_threshold=-64.0))
-        >>> net.connect("input_to_output", "input", "output", Dense(2, 1, torch.full((2, 1), 2.0), dt=1.0))
+        >>> _ = net.add("input", SpikeGenerator(2, times_ms=[0.0], indices=[0], dt=1.0))
+        >>> _ = net.add("output", LIF(1, dt=1.0, v_threshold=-64.0))
+        >>> _ = net.connect("input_to_output", "input", "output", Dense(2, 1, torch.full((2, 1), 2.0), dt=1.0))
         >>> net.run(3)
         >>> int(net.step_count)
         3
@@ -91,12 +91,15 @@ class Network(nn.Module):
         self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("sample_key", torch.zeros((), dtype=torch.long))
         self._order: list[str] | None = None
+        self._cached_plan: tuple[list[str], list] | None = None
 
     # ---------------------------------------------------------------- building
 
     def _check_new_name(self, name: str) -> None:
         if not isinstance(name, str) or not name.isidentifier():
             raise NetworkError(f"names must be Python identifiers (letters, digits, _), got {name!r}")
+        if hasattr(nn.ModuleDict(), name):
+            raise NetworkError(f"the name {name!r} is reserved by torch.nn.ModuleDict; choose another")
         for group in (self.nodes, self.connections, self.currents, self.rules, self.monitors):
             if name in group:
                 raise NetworkError(f"the name {name!r} is already used in this network; choose another")
@@ -141,7 +144,13 @@ class Network(nn.Module):
         self.connections[name] = connection
         self.edges[name] = (pre, post)
         self._order = None
-        self.topological_order()
+        try:
+            self.topological_order()
+        except NetworkError:
+            del self.connections[name]
+            del self.edges[name]
+            self._order = None
+            raise
         return connection
 
     def add_current(self, name: str, population: str, source: nn.Module) -> nn.Module:
@@ -155,6 +164,7 @@ class Network(nn.Module):
             self._adopt(source)
         self.currents[name] = source
         self.current_targets[name] = population
+        self._cached_plan = None
         return source
 
     def add_rule(self, name: str, rule: nn.Module, connection: str) -> nn.Module:
@@ -191,21 +201,24 @@ class Network(nn.Module):
                 same_step[post].append((pre, conn_name))
         order: list[str] = []
         state: dict[str, int] = {}
-        path: list[tuple[str, str]] = []
+        stack: list[str] = []
+        walked: list[str] = []  # walked[k] leads from stack[k + 1] back to stack[k]
 
         def visit(node: str) -> None:
             state[node] = 1
+            stack.append(node)
             for pre, conn_name in same_step[node]:
-                path.append((pre, conn_name))
                 if state.get(pre) == 1:
-                    cycle = [c for _, c in path[[p for p, _ in path].index(pre):]]
+                    cycle = walked[stack.index(pre):] + [conn_name]
                     raise NetworkError(
-                        f"connections {cycle} form a cycle in which every delay may be below one step; "
+                        f"connections {sorted(cycle)} form a cycle in which every delay may be below one step; "
                         "give at least one of them a delay (and min_delay) of at least dt"
                     )
                 if state.get(pre) is None:
+                    walked.append(conn_name)
                     visit(pre)
-                path.pop()
+                    walked.pop()
+            stack.pop()
             state[node] = 2
             order.append(node)
 
@@ -217,26 +230,35 @@ class Network(nn.Module):
 
     # ----------------------------------------------------------------- running
 
+    def _plan(self) -> list[tuple[int, str, Node, bool, list, list, list]]:
+        """Return, per node in step order: index, name, node, is-population, incoming, outgoing, currents."""
+        order = self.topological_order()
+        if self._cached_plan is not None and self._cached_plan[0] is order:
+            return self._cached_plan[1]
+        plan = []
+        for index, name in enumerate(order):
+            incoming = [self.connections[c] for c, (_, post) in self.edges.items() if post == name]
+            outgoing = [self.connections[c] for c, (pre, _) in self.edges.items() if pre == name]
+            currents = [self.currents[c] for c, target in self.current_targets.items() if target == name]
+            node = self.nodes[name]
+            plan.append((index, name, node, _is_population(node), incoming, outgoing, currents))
+        self._cached_plan = (order, plan)
+        return plan
+
     def step(self) -> None:
         """Advance the network by one step of ``dt`` ms."""
         step = int(self.step_count)
-        incoming: dict[str, list[str]] = {}
-        outgoing: dict[str, list[str]] = {}
-        for conn_name, (pre, post) in self.edges.items():
-            incoming.setdefault(post, []).append(conn_name)
-            outgoing.setdefault(pre, []).append(conn_name)
-
-        for index, name in enumerate(self.topological_order()):
-            node = self.nodes[name]
-            if _is_population(node):
-                current, jump = self._gather_input(name, node, incoming.get(name, ()), step)
+        source_seed = mix_seed(self.seed, int(self.sample_key))
+        for index, name, node, is_population, incoming, outgoing, currents in self._plan():
+            if is_population:
+                current, jump = self._gather_input(node, incoming, currents, step)
                 node.step(current, jump)
             else:
-                node.seed = mix_seed(self.seed, int(self.sample_key))
+                node.seed = source_seed
                 node.stream = index
                 node.step(step)
-            for conn_name in outgoing.get(name, ()):
-                self.connections[conn_name].emit(node.spikes, step)
+            for connection in outgoing:
+                connection.emit(node.spikes, step)
 
         for name, rule in self.rules.items():
             if getattr(rule, "enabled", True):
@@ -245,21 +267,20 @@ class Network(nn.Module):
             monitor.record(step)
         self.step_count = self.step_count + 1
 
-    def _gather_input(self, name: str, node: Node, connections: Iterable[str], step: int):
+    @staticmethod
+    def _gather_input(node: Node, connections: list, currents: list, step: int):
         current = None
         jump = None
-        for conn_name in connections:
-            connection = self.connections[conn_name]
+        for connection in connections:
             arrived = connection.receive(step)
             syn_current, syn_jump = connection.synapse(arrived, node.v)
             if syn_current is not None:
                 current = syn_current if current is None else current + syn_current
             if syn_jump is not None:
                 jump = syn_jump if jump is None else jump + syn_jump
-        for current_name, target in self.current_targets.items():
-            if target == name:
-                injected = self.currents[current_name].current(step)
-                current = injected if current is None else current + injected
+        for source in currents:
+            injected = source.current(step)
+            current = injected if current is None else current + injected
         return current, jump
 
     def run(
@@ -304,8 +325,11 @@ class Network(nn.Module):
             raise NetworkError(f"batch_size must be at least 1, got {batch_size!r}")
         self.batch_size = int(batch_size)
         for module in self.modules():
-            if isinstance(module, Stateful):
+            if isinstance(module, Stateful) and not getattr(module, "is_monitor", False):
                 module.set_batch_size(self.batch_size)
+        for monitor in self.monitors.values():
+            if hasattr(monitor, "bind"):
+                monitor.bind(self)
         self.step_count = torch.zeros_like(self.step_count)
 
     def detach_state(self) -> None:

@@ -145,7 +145,7 @@ class Connection(Stateful):
             synapse = Delta(dt=self.dt, dtype=self.dtype, device=self.device)
         self.synapse = synapse
         if hasattr(synapse, "bind"):
-            synapse.bind(self.post_shape, self.batch_size)
+            synapse.bind(self.post_shape, self.batch_size, dt=self.dt)
         self.register_state("in_flight", (self.slots, *self.post_shape), 0.0)
         self.apply_bounds()
 
