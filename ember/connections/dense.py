@@ -70,6 +70,46 @@ class Dense(Connection):
         delay = None if self.delay is None else self.delay[pre_index].reshape(-1)
         return target, weight, delay, owner
 
+    def _delay_plan(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return per-synapse ring-buffer offsets ``whole_steps * post_size + j`` and fractions (or ``None``).
+
+        Cached until the delay tensor changes (tracked by its version counter).
+        """
+        key = (id(self.delay), self.delay._version, self.slots, self.delay.device)
+        if getattr(self, "_plan_key", None) != key:
+            with torch.no_grad():
+                steps = self.delay_steps()
+                whole = torch.floor(steps)
+                fraction = steps - whole
+                columns = torch.arange(self.post_size, device=steps.device)
+                offsets = whole.long() * self.post_size + columns
+                self._plan = (offsets, fraction if bool((fraction != 0).any()) else None)
+            self._plan_key = key
+        return self._plan
+
+    def _emit_events(self, spikes: torch.Tensor, step: int) -> None:
+        # Each active (sample, presynaptic unit) adds its whole row of weights at its own delays.
+        batch_index, pre_index = spikes.reshape(spikes.shape[0], -1).nonzero(as_tuple=True)
+        if batch_index.numel() == 0:
+            return
+        offsets, fraction = self._delay_plan()
+        span = self.slots * self.post_size
+        flat = self.in_flight.view(-1)
+        base = (batch_index * span).unsqueeze(1)
+        index = (offsets[pre_index] + step * self.post_size) % span + base
+        rows = self.weight[pre_index]
+        if self._lateral:
+            rows = rows * self._off_diagonal_rows(pre_index)
+        if fraction is None:
+            flat.index_add_(0, index.view(-1), rows.view(-1))
+            return
+        share = fraction[pre_index]
+        flat.index_add_(0, index.view(-1), (rows * (1.0 - share)).view(-1))
+        later = (index - base + self.post_size) % span + base
+        flat.index_add_(0, later.view(-1), (rows * share).view(-1))
+
+    _lateral = False
+
     # Learning view: synapse layout (batch, pre_size, post_size).
 
     def synaptic(self, pre: torch.Tensor) -> torch.Tensor:
@@ -123,8 +163,14 @@ class Lateral(Dense):
             raise ValueError("a lateral connection needs a delay of at least one step (dt); pass delay >= dt ms")
         super().__init__(shape, shape, weight, **kwargs)
 
+    _lateral = True
+
     def _mask_weight(self) -> None:
         self.weight.fill_diagonal_(0.0)
+
+    def _off_diagonal_rows(self, pre_index: torch.Tensor) -> torch.Tensor:
+        columns = torch.arange(self.post_size, device=pre_index.device)
+        return (columns != pre_index.unsqueeze(1)).to(self.weight.dtype)
 
     def rows(self, pre_index: torch.Tensor):
         target, weight, delay, owner = super().rows(pre_index)
