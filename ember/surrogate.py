@@ -107,4 +107,8 @@ def spike(x: torch.Tensor, surrogate: SurrogateName = "fast_sigmoid", slope: flo
         ValueError: for an unknown ``surrogate`` or a slope that is not above 0.
     """
     surrogate, slope = check_surrogate(surrogate, slope)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        # Without autograd the Heaviside step alone is needed; this skips the
+        # per-call overhead of torch.autograd.Function.apply.
+        return (x >= 0).to(x.dtype)
     return SpikeFunction.apply(x, surrogate, slope)

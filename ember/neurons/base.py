@@ -193,13 +193,16 @@ class Population(Node):
         self._check_input("current", current)
         self._check_input("jump", jump)
         spikes, state = type(self).step_function(current, jump, self.state_record(), self.parameters_record(), self.dt)
+        # Every state field is a registered buffer, so writing the buffer table
+        # directly is what nn.Module.__setattr__ would do, without its lookups.
+        buffers = self._buffers
         for field, value in zip(state._fields, state):
-            setattr(self, field, value)
-        self.spikes = spikes
+            buffers[field] = value
+        buffers["spikes"] = spikes
         return spikes
 
     def _check_input(self, name: str, value: torch.Tensor | None) -> None:
-        if value is None:
+        if value is None or value.shape == self.v.shape:
             return
         expected = tuple(self.v.shape)
         if not broadcasts_to(value.shape, self.v.shape):
