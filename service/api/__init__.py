@@ -1,0 +1,1 @@
+"""The REST API: dependencies and routes per resource."""

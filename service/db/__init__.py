@@ -1,0 +1,1 @@
+"""Database models, sessions and the stores of blobs and spike records."""
