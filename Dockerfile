@@ -45,6 +45,12 @@ LABEL org.opencontainers.image.title="ember-snn" \
       org.opencontainers.image.licenses="BSD-3-Clause" \
       ember.torch-variant="${TORCH_VARIANT}"
 
+# gcc and libc6-dev compile Ember's native CPU kernels on first use
+# (ember/native); without them runs fall back to the slower PyTorch path.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 ember \
  && useradd --system --uid 10001 --gid ember --create-home --home-dir /home/ember \
       --shell /usr/sbin/nologin ember \

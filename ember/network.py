@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -31,6 +31,21 @@ from ember.random import mix_seed
 from ember.units import check_dt
 
 logger = logging.getLogger(__name__)
+
+Engine = Literal["auto", "torch", "native"]
+
+
+class _NamedModules(nn.ModuleDict):
+    """A ModuleDict that also accepts names of its own methods (``forward``, ``keys``, ...).
+
+    Items are reached by ``[name]`` only, so a user's connection may be named
+    ``forward`` without clashing with ``nn.Module.forward``.
+    """
+
+    def __setitem__(self, key: str, module: nn.Module) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"{type(module).__name__} is not an nn.Module")
+        self._modules[key] = module
 
 
 class NetworkError(ValueError):
@@ -50,6 +65,15 @@ class Network(nn.Module):
         dt: the step length in ms, shared by every part.
         batch_size: the number of samples simulated side by side.
         seed: the seed of every random draw in the network.
+        engine: how :meth:`run` steps without autograd. ``"auto"`` (default)
+            runs many steps per call of Ember's compiled CPU kernels
+            (:mod:`ember.native`) when every part of the network is supported,
+            and PyTorch otherwise. ``"torch"`` always steps in PyTorch.
+            ``"native"`` requires the kernels and raises :class:`NetworkError`
+            naming the part they cannot run. The kernels repeat PyTorch's
+            arithmetic, so both paths give the same results, apart from
+            last-bit differences in sums that PyTorch leaves to matrix
+            products (see :mod:`ember.native.runner`).
 
     Attributes:
         nodes: populations and input sources by name.
@@ -73,18 +97,19 @@ class Network(nn.Module):
         3
     """
 
-    def __init__(self, *, dt: float, batch_size: int = 1, seed: int = 0) -> None:
+    def __init__(self, *, dt: float, batch_size: int = 1, seed: int = 0, engine: Engine = "auto") -> None:
         super().__init__()
+        self.engine = engine
         self.dt = check_dt(dt)
         if int(batch_size) < 1:
             raise NetworkError(f"batch_size must be at least 1, got {batch_size!r}")
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        self.nodes = nn.ModuleDict()
-        self.connections = nn.ModuleDict()
-        self.currents = nn.ModuleDict()
-        self.rules = nn.ModuleDict()
-        self.monitors = nn.ModuleDict()
+        self.nodes = _NamedModules()
+        self.connections = _NamedModules()
+        self.currents = _NamedModules()
+        self.rules = _NamedModules()
+        self.monitors = _NamedModules()
         self.edges: dict[str, tuple[str, str]] = {}
         self.current_targets: dict[str, str] = {}
         self.rule_targets: dict[str, str] = {}
@@ -93,13 +118,22 @@ class Network(nn.Module):
         self._order: list[str] | None = None
         self._cached_plan: tuple[list[str], list] | None = None
 
+    @property
+    def engine(self) -> Engine:
+        """How :meth:`run` steps without autograd: ``"auto"``, ``"torch"`` or ``"native"``."""
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: Engine) -> None:
+        if engine not in get_args(Engine):
+            raise NetworkError(f"engine must be one of {get_args(Engine)}, got {engine!r}")
+        self._engine = engine
+
     # ---------------------------------------------------------------- building
 
     def _check_new_name(self, name: str) -> None:
         if not isinstance(name, str) or not name.isidentifier():
             raise NetworkError(f"names must be Python identifiers (letters, digits, _), got {name!r}")
-        if hasattr(nn.ModuleDict(), name):
-            raise NetworkError(f"the name {name!r} is reserved by torch.nn.ModuleDict; choose another")
         for group in (self.nodes, self.connections, self.currents, self.rules, self.monitors):
             if name in group:
                 raise NetworkError(f"the name {name!r} is already used in this network; choose another")
@@ -245,8 +279,18 @@ class Network(nn.Module):
         self._cached_plan = (order, plan)
         return plan
 
-    def step(self) -> None:
-        """Advance the network by one step of ``dt`` ms."""
+    def step(self, *, grad: bool = False) -> None:
+        """Advance the network by one step of ``dt`` ms.
+
+        Args:
+            grad: record the autograd graph of this step (for BPTT); off by
+                default, so that a loop of ``step()`` calls does not build an
+                ever-growing graph when weights require gradients.
+        """
+        with torch.set_grad_enabled(grad):
+            self._step()
+
+    def _step(self) -> None:
         step = int(self.step_count)
         source_seed = mix_seed(self.seed, int(self.sample_key))
         for index, name, node, is_population, incoming, outgoing, currents in self._plan():
@@ -292,16 +336,33 @@ class Network(nn.Module):
     ) -> None:
         """Run ``steps`` steps. Runs split into chunks give exactly the result of one long run.
 
+        Without ``grad``, the network's :attr:`engine` decides whether the steps
+        run in Ember's compiled kernels (:mod:`ember.native`) or in PyTorch.
+
         Args:
             steps: the number of steps, at least 0.
             grad: record the autograd graph (for BPTT); off by default.
             callback: called with the step index after each step.
+
+        Raises:
+            NetworkError: for a negative ``steps``; with ``engine="native"``,
+                when ``grad`` is set or the kernels cannot run this network.
         """
         if int(steps) < 0:
             raise NetworkError(f"steps must be at least 0, got {steps!r}")
+        if grad and self.engine == "native":
+            raise NetworkError("engine='native' does not record autograd graphs; pass grad=False or set engine='auto'")
         with torch.set_grad_enabled(grad):
+            if not grad and self.engine != "torch" and int(steps) > 0:
+                from ember.native.runner import run_native
+
+                reason = run_native(self, int(steps), callback)
+                if reason is None:
+                    return
+                if self.engine == "native":
+                    raise NetworkError(f"engine='native' cannot run this network: {reason}; set engine='auto' to fall back to PyTorch")
             for _ in range(int(steps)):
-                self.step()
+                self._step()
                 if callback is not None:
                     callback(int(self.step_count) - 1)
 

@@ -1,0 +1,341 @@
+/*
+ * Ember's native simulation kernels: many network steps per call.
+ *
+ * The Python side (ember/native/plan.py) describes a network with the
+ * structures below, pointing at the same state tensors that the PyTorch path
+ * uses, and calls ember_run_f32 or ember_run_f64. One call advances the
+ * network by up to `steps` steps in the order of ember.network.Network.step.
+ * Nodes step in topological order: a population reads its connections' ring
+ * buffers, passes the input through the synapses and integrates, and a
+ * source emits. Each connection takes in the spikes of its presynaptic node
+ * right after that node stepped. Learning rules follow, then recording.
+ *
+ * Every floating point operation is the one the PyTorch path performs, in the
+ * same order and the same precision, so that both paths give the same
+ * numbers. Build without -ffast-math and with -ffp-contract=off: a fused
+ * multiply-add rounds differently from a multiply followed by an add.
+ *
+ * The layouts of the structures must match the ctypes mirrors in
+ * ember/native/structs.py field for field.
+ */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Bump when a structure layout changes, together with ABI_VERSION in structs.py. */
+#define EMBER_NATIVE_ABI 1
+
+enum { NODE_POPULATION = 0, NODE_POISSON = 1, NODE_FRAMES = 2 };
+enum { CONN_DENSE = 0, CONN_LATERAL = 1, CONN_ONE_TO_ONE = 2 };
+enum { SYN_VOLTAGE = 0, SYN_CHARGE = 1, SYN_EXPONENTIAL = 2, SYN_CONDUCTANCE = 3, SYN_DOUBLE_EXPONENTIAL = 4 };
+enum { RULE_STDP = 0, RULE_DIEHL_COOK = 1 };
+enum { BOUNDS_NONE = 0, BOUNDS_HARD = 1, BOUNDS_SOFT = 2 };
+
+typedef struct {
+    int32_t kind;
+    int32_t size;
+    void *spikes;                 /* (B, size), 0 or 1 */
+
+    /* Populations (LIF, AdaptiveLIF). Parameters are expanded to (size,). */
+    void *v;                      /* (B, size) mV */
+    int32_t *refractory;          /* (B, size) remaining steps */
+    const void *v_rest;
+    const void *v_reset;
+    const void *v_threshold;
+    const void *resistance;
+    const void *decay;            /* exp(-dt / tau_mem) */
+    const int32_t *refractory_steps;
+    int32_t adaptive;
+    int32_t theta_shared;         /* theta is (size,) instead of (B, size) */
+    int32_t adapt;
+    int32_t pad0;
+    void *theta;                  /* mV */
+    const void *theta_decay;      /* exp(-dt / tau_theta), (size,) */
+    const void *theta_plus;       /* (size,) mV */
+    int32_t in_first, in_count;   /* incoming connections: in_list[in_first ...] */
+    int32_t out_first, out_count; /* outgoing connections: out_list[out_first ...] */
+    int32_t injection_first, injection_count;
+
+    /* Poisson sources (bernoulli draws of torch.rand on the CPU generator). */
+    const void *probability;      /* (B, size), already clamped to at most 1 */
+    uint64_t seed;
+    int64_t stream;
+
+    /* Sources whose spikes were computed in Python: (steps, B, size). */
+    const uint8_t *frames;
+
+    /* Recording. */
+    int32_t *counts;              /* (B, size) spike counts, or NULL */
+    int64_t record_start;
+    int64_t record_stop;          /* -1 for no end */
+    int64_t *event_step;          /* event buffers, or NULL */
+    int64_t *event_index;
+    int64_t *event_sample;
+    int64_t event_capacity;
+    int64_t event_count;
+} Node;
+
+typedef struct {
+    const void *amplitude;        /* (B, size) nA */
+    int64_t start;
+    int64_t stop;                 /* -1 for no end */
+} Injection;
+
+typedef struct {
+    int32_t kind;
+    int32_t synapse;
+    int32_t pre, post;            /* node indices */
+    int32_t pre_size, post_size;
+    int32_t slots;
+    int32_t has_fraction;
+    void *weight;                 /* (pre_size, post_size), or (post_size,) for one-to-one */
+    const int32_t *delay;         /* whole delay steps per synapse, or NULL */
+    const void *fraction;         /* fractional part per synapse, or NULL */
+    void *in_flight;              /* (B, slots, post_size) */
+    const void *bias;             /* (post_size,) or NULL */
+    double dt;
+    void *synapse_a;              /* current, conductance or rise trace, (B, post_size) */
+    void *synapse_b;              /* decay trace of the double exponential */
+    const void *synapse_decay_a;  /* (post_size,) */
+    const void *synapse_decay_b;
+    const void *synapse_parameter;/* e_rev (mV) or the peak factor, (post_size,) */
+} Conn;
+
+typedef struct {
+    int32_t kind;
+    int32_t conn;
+    int32_t nearest;              /* a spike sets its trace to 1 instead of adding 1 */
+    int32_t mean;                 /* batch reduction: mean (1) or sum (0) */
+    int32_t bounds;
+    int32_t full_pass;            /* the next update touches every weight (in/out) */
+    int32_t has_bound_min, has_bound_max;
+    int32_t has_w_min, has_w_max;
+    int32_t depress, potentiate;  /* whether each update is applied at all */
+    double decay_pre, decay_post1, decay_post2;
+    double depression_factor;     /* -a_minus or -nu_pre */
+    double potentiation_factor;   /* a_plus or nu_post */
+    double bound_min, bound_max;  /* the rule's Bounds */
+    double w_min, w_max;          /* the connection's hard bounds */
+    void *pre_trace;              /* (B, pre_size) */
+    void *post_trace1;            /* (B, post_size) */
+    void *post_trace2;            /* (B, post_size), Diehl & Cook only */
+} Rule;
+
+typedef struct {
+    int32_t batch;
+    int32_t n_nodes;
+    int32_t n_conns;
+    int32_t n_rules;
+    int64_t step0;
+    int64_t steps;
+    Node *nodes;
+    Conn *conns;
+    Rule *rules;
+    Injection *injections;
+    const int32_t *in_list;
+    const int32_t *out_list;
+} Net;
+
+int32_t ember_abi_version(void) { return EMBER_NATIVE_ABI; }
+
+/* ------------------------------------------------------------------ seeds */
+
+/* ember.random.mix_seed: the SplitMix64 finaliser over the parts. */
+static uint64_t mix_seed3(uint64_t a, uint64_t b, uint64_t c) {
+    uint64_t parts[3] = {a, b, c};
+    uint64_t state = 0x9E3779B97F4A7C15ULL;
+    for (int k = 0; k < 3; k++) {
+        state = (state ^ parts[k]) * 0xBF58476D1CE4E5B9ULL;
+        state ^= state >> 31;
+        state = state * 0x94D049BB133111EBULL;
+        state ^= state >> 29;
+    }
+    return state & 0x7FFFFFFFFFFFFFFFULL;
+}
+
+/* ------------------------------------------------- torch's CPU generator */
+
+/*
+ * The Mersenne Twister MT19937 seeded as torch.Generator.manual_seed seeds the
+ * CPU generator (the low 32 bits of the seed, Knuth's initialisation). After
+ * seeding, torch's generator refills the state before its first output, so
+ * its outputs are the tempered words of successive refills. torch.rand
+ * turns them into floats: float32 takes the low 24 bits of one output,
+ * float64 the low 53 bits of two outputs (the first one high). runner.py
+ * compares these draws with torch.rand and uses them only if they match.
+ */
+#define MT_N 624
+#define MT_M 397
+/* Steps whose generators are seeded together, so the serial seeding recurrences overlap. */
+#define DRAW_BLOCK 8
+
+static void twister_seed_many(uint32_t (*states)[MT_N], const uint64_t *seeds, int count) {
+    for (int k = 0; k < count; k++) states[k][0] = (uint32_t)(seeds[k] & 0xffffffffULL);
+    for (int j = 1; j < MT_N; j++) {
+        for (int k = 0; k < count; k++) {
+            const uint32_t previous = states[k][j - 1];
+            states[k][j] = 1812433253U * (previous ^ (previous >> 30)) + (uint32_t)j;
+        }
+    }
+}
+
+static inline uint32_t twist(uint32_t u, uint32_t v) {
+    const uint32_t mixed = (u & 0x80000000U) | (v & 0x7fffffffU);
+    return (mixed >> 1) ^ ((v & 1U) ? 0x9908b0dfU : 0U);
+}
+
+static void twister_refill(uint32_t *s) {
+    int j;
+    for (j = 0; j < MT_N - MT_M; j++) s[j] = s[j + MT_M] ^ twist(s[j], s[j + 1]);
+    for (; j < MT_N - 1; j++) s[j] = s[j + MT_M - MT_N] ^ twist(s[j], s[j + 1]);
+    s[MT_N - 1] = s[MT_M - 1] ^ twist(s[MT_N - 1], s[0]);
+}
+
+/* Write the next `count` outputs of a freshly seeded state into `out`. */
+static void twister_outputs(uint32_t *state, uint32_t *out, int64_t count) {
+    for (int64_t first = 0; first < count; first += MT_N) {
+        const int64_t n = count - first < MT_N ? count - first : MT_N;
+        twister_refill(state);
+        for (int64_t j = 0; j < n; j++) {
+            uint32_t y = state[j];
+            y ^= y >> 11;
+            y ^= (y << 7) & 0x9d2c5680U;
+            y ^= (y << 15) & 0xefc60000U;
+            y ^= y >> 18;
+            out[first + j] = y;
+        }
+    }
+}
+
+static inline float uniform_f32(const uint32_t *outputs, int64_t k) {
+    return (float)(outputs[k] & ((1U << 24) - 1U)) * (1.0f / 16777216.0f);
+}
+
+static inline double uniform_f64(const uint32_t *outputs, int64_t k) {
+    const uint64_t bits = (((uint64_t)outputs[2 * k] << 32) | outputs[2 * k + 1]) & ((1ULL << 53) - 1ULL);
+    return (double)bits * (1.0 / 9007199254740992.0);
+}
+
+/* Fill `out` with torch.rand(count, generator=manual_seed(seed)) values, for the self-check. */
+void ember_uniform_f32(uint64_t seed, int64_t count, float *out) {
+    uint32_t state[1][MT_N];
+    uint32_t *outputs = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(count + 1));
+    if (!outputs) return;
+    twister_seed_many(state, &seed, 1);
+    twister_outputs(state[0], outputs, count);
+    for (int64_t k = 0; k < count; k++) out[k] = uniform_f32(outputs, k);
+    free(outputs);
+}
+
+void ember_uniform_f64(uint64_t seed, int64_t count, double *out) {
+    uint32_t state[1][MT_N];
+    uint32_t *outputs = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(2 * count + 1));
+    if (!outputs) return;
+    twister_seed_many(state, &seed, 1);
+    twister_outputs(state[0], outputs, 2 * count);
+    for (int64_t k = 0; k < count; k++) out[k] = uniform_f64(outputs, k);
+    free(outputs);
+}
+
+uint64_t ember_mix_seed3(uint64_t a, uint64_t b, uint64_t c) { return mix_seed3(a, b, c); }
+
+/* ------------------------------------------------------- scratch memory */
+
+/* Per-call working memory: the active units of every node in every sample, and more. */
+typedef struct {
+    int32_t *active;        /* per node: B lists of up to size entries */
+    int32_t *active_count;  /* per node: B counts */
+    int64_t *active_offset; /* per node: offset into `active` */
+    int32_t *rows;          /* union of active presynaptic rows */
+    uint8_t *row_mark;
+    int32_t *columns;       /* union of spiking postsynaptic columns */
+    uint8_t *column_mark;
+    void *sums;             /* a row or a block of columns of pair sums */
+    uint8_t *drawn;         /* per Poisson node: DRAW_BLOCK steps of spikes */
+    int64_t *drawn_offset;
+    uint32_t (*states)[MT_N];
+    uint32_t *outputs;      /* one step's generator outputs */
+    void *inputs;           /* one sample's summed current and jump of a population */
+} Scratch;
+
+static int scratch_open(Scratch *w, const Net *net, size_t real_size) {
+    const int B = net->batch;
+    int64_t total = 0, widest = 1, sums = 1, drawn = 0, outputs = 1;
+
+    memset(w, 0, sizeof(*w));
+    w->active_offset = (int64_t *)malloc(sizeof(int64_t) * (size_t)(net->n_nodes + 1));
+    w->drawn_offset = (int64_t *)malloc(sizeof(int64_t) * (size_t)(net->n_nodes + 1));
+    w->active_count = (int32_t *)calloc((size_t)net->n_nodes * (size_t)B + 1, sizeof(int32_t));
+    if (!w->active_offset || !w->drawn_offset || !w->active_count) return -1;
+
+    /* Sizes: active lists of every node, Poisson draws, pair sums of the largest rule. */
+    for (int n = 0; n < net->n_nodes; n++) {
+        const int64_t units = (int64_t)B * net->nodes[n].size;
+        w->active_offset[n] = total;
+        total += units;
+        if (net->nodes[n].size > widest) widest = net->nodes[n].size;
+        w->drawn_offset[n] = drawn;
+        if (net->nodes[n].kind == NODE_POISSON) {
+            drawn += DRAW_BLOCK * units;
+            if (2 * units > outputs) outputs = 2 * units;
+        }
+    }
+    for (int r = 0; r < net->n_rules; r++) {
+        const Conn *c = &net->conns[net->rules[r].conn];
+        /* A block of up to 64 columns of the presynaptic size, or one row. */
+        int64_t need = 64 * (int64_t)c->pre_size;
+        if (c->post_size > need) need = c->post_size;
+        if (need > sums) sums = need;
+    }
+
+    w->active = (int32_t *)malloc(sizeof(int32_t) * (size_t)(total + 1));
+    w->rows = (int32_t *)malloc(sizeof(int32_t) * (size_t)widest);
+    w->row_mark = (uint8_t *)calloc((size_t)widest, 1);
+    w->columns = (int32_t *)malloc(sizeof(int32_t) * (size_t)widest);
+    w->column_mark = (uint8_t *)calloc((size_t)widest, 1);
+    w->sums = malloc(real_size * (size_t)sums);
+    w->drawn = (uint8_t *)malloc((size_t)drawn + 1);
+    w->states = (uint32_t(*)[MT_N])malloc(sizeof(uint32_t) * MT_N * DRAW_BLOCK);
+    w->outputs = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)outputs);
+    w->inputs = malloc(real_size * 2 * (size_t)widest);
+    if (!w->active || !w->rows || !w->row_mark || !w->columns || !w->column_mark || !w->sums || !w->drawn ||
+        !w->states || !w->outputs || !w->inputs)
+        return -1;
+    return 0;
+}
+
+static void scratch_close(Scratch *w) {
+    free(w->active);
+    free(w->active_count);
+    free(w->active_offset);
+    free(w->rows);
+    free(w->row_mark);
+    free(w->columns);
+    free(w->column_mark);
+    free(w->sums);
+    free(w->drawn);
+    free(w->drawn_offset);
+    free(w->states);
+    free(w->outputs);
+    free(w->inputs);
+}
+
+/* ------------------------------------------------ the two precisions */
+
+#define REAL float
+#define FN(name) name##_f32
+#define UNIFORM uniform_f32
+#include "kernels_step.h"
+#undef REAL
+#undef FN
+#undef UNIFORM
+
+#define REAL double
+#define FN(name) name##_f64
+#define UNIFORM uniform_f64
+#include "kernels_step.h"
+#undef REAL
+#undef FN
+#undef UNIFORM

@@ -1,0 +1,636 @@
+/*
+ * The network step in one precision. kernels.c includes this file twice, with
+ * REAL = float and REAL = double; FN(name) gives each function its suffix.
+ *
+ * Each block names the PyTorch code whose arithmetic it repeats. Operations
+ * happen in that code's order and in REAL precision, and Python floats enter
+ * as REAL, which is how torch applies a Python scalar to a tensor.
+ */
+
+/* torch.clamp with optional bounds; NaN stays NaN. */
+static inline REAL FN(clamp)(REAL x, int has_low, REAL low, int has_high, REAL high) {
+    if (has_low && x < low) x = low;
+    if (has_high && x > high) x = high;
+    return x;
+}
+
+/* ------------------------------------------------------------ populations */
+
+/* Store `value` into the step's sum of inputs, or add it when an earlier input is there. */
+static inline void FN(accumulate)(REAL *sum, int started, int j, REAL value) {
+    sum[j] = started ? sum[j] + value : value;
+}
+
+/*
+ * Read and clear one sample's slot of each incoming connection, add the bias
+ * and apply the synapse: Network._gather_input and the synapses' forward.
+ * Voltage jumps collect in `jump` and currents in `current`, summed in the
+ * order of the connections and then the injected currents, as the PyTorch
+ * path sums them. Returns which of the two got any input (bit 0: current,
+ * bit 1: jump).
+ */
+static int FN(gather_input)(const Net *net, const Node *node, int b, const int64_t *slot_now, int64_t step,
+                            REAL *current, REAL *jump) {
+    const int N = node->size;
+    const REAL *v = (const REAL *)node->v + (size_t)b * N;
+    int has_current = 0, has_jump = 0;
+
+    for (int k = 0; k < node->in_count; k++) {
+        const int ci = net->in_list[node->in_first + k];
+        const Conn *c = &net->conns[ci];
+        REAL *cell = (REAL *)c->in_flight + ((size_t)b * c->slots + (size_t)slot_now[ci]) * N;
+        const REAL *bias = (const REAL *)c->bias;
+        const REAL *decay_a = (const REAL *)c->synapse_decay_a;
+        const REAL *decay_b = (const REAL *)c->synapse_decay_b;
+        const REAL *parameter = (const REAL *)c->synapse_parameter;
+        REAL *state_a = c->synapse_a ? (REAL *)c->synapse_a + (size_t)b * N : NULL;
+        REAL *state_b = c->synapse_b ? (REAL *)c->synapse_b + (size_t)b * N : NULL;
+
+        for (int j = 0; j < N; j++) {
+            REAL arrived = cell[j];
+            cell[j] = 0;
+            if (bias) arrived = arrived + bias[j];
+            switch (c->synapse) {
+            case SYN_VOLTAGE:
+                FN(accumulate)(jump, has_jump, j, arrived);
+                break;
+            case SYN_CHARGE:
+                FN(accumulate)(current, has_current, j, arrived / (REAL)c->dt);
+                break;
+            case SYN_EXPONENTIAL:
+                state_a[j] = state_a[j] * decay_a[j] + arrived;
+                FN(accumulate)(current, has_current, j, state_a[j]);
+                break;
+            case SYN_CONDUCTANCE: /* g (e_rev - v), with v from before this step's integration */
+                state_a[j] = state_a[j] * decay_a[j] + arrived;
+                FN(accumulate)(current, has_current, j, state_a[j] * (parameter[j] - v[j]));
+                break;
+            default: /* SYN_DOUBLE_EXPONENTIAL: N (s - r) */
+                state_a[j] = state_a[j] * decay_a[j] + arrived;
+                state_b[j] = state_b[j] * decay_b[j] + arrived;
+                FN(accumulate)(current, has_current, j, parameter[j] * (state_b[j] - state_a[j]));
+                break;
+            }
+        }
+        if (c->synapse == SYN_VOLTAGE) has_jump = 1;
+        else has_current = 1;
+    }
+
+    /* Injected constant currents (CurrentInput), 0 nA outside their window. */
+    for (int k = 0; k < node->injection_count; k++) {
+        const Injection *injection = &net->injections[node->injection_first + k];
+        const int on = step >= injection->start && (injection->stop < 0 || step < injection->stop);
+        const REAL *amplitude = (const REAL *)injection->amplitude + (size_t)b * N;
+        for (int j = 0; j < N; j++) FN(accumulate)(current, has_current, j, on ? amplitude[j] : (REAL)0);
+        has_current = 1;
+    }
+    return has_current | (has_jump << 1);
+}
+
+/*
+ * Advance LIF or AdaptiveLIF neurons by one step: lif_step and
+ * adaptive_lif_step of ember.neurons.functional.
+ */
+static void FN(population_step)(const Net *net, const Node *node, int node_index, Scratch *w,
+                                const int64_t *slot_now, int64_t step) {
+    const int B = net->batch;
+    const int N = node->size;
+    const REAL *v_rest = (const REAL *)node->v_rest;
+    const REAL *v_reset = (const REAL *)node->v_reset;
+    const REAL *v_threshold = (const REAL *)node->v_threshold;
+    const REAL *resistance = (const REAL *)node->resistance;
+    const REAL *decay = (const REAL *)node->decay;
+    const int32_t *refractory_steps = node->refractory_steps;
+    REAL *theta = (REAL *)node->theta;
+    const REAL *theta_plus = (const REAL *)node->theta_plus;
+    REAL *current = (REAL *)w->inputs;
+    REAL *jump = current + N;
+    int32_t *active = w->active + w->active_offset[node_index];
+    int32_t *active_count = w->active_count + (size_t)node_index * B;
+    const int adapting = node->adaptive && node->adapt;
+
+    /* theta decays before the threshold test: theta * exp(-dt / tau_theta). */
+    if (adapting) {
+        const REAL *theta_decay = (const REAL *)node->theta_decay;
+        const int samples = node->theta_shared ? 1 : B;
+        for (int b = 0; b < samples; b++)
+            for (int j = 0; j < N; j++) theta[(size_t)b * N + j] = theta[(size_t)b * N + j] * theta_decay[j];
+    }
+
+    for (int b = 0; b < B; b++) {
+        const int inputs = FN(gather_input)(net, node, b, slot_now, step, current, jump);
+        const int has_current = inputs & 1, has_jump = inputs >> 1;
+        REAL *v = (REAL *)node->v + (size_t)b * N;
+        int32_t *refractory = node->refractory + (size_t)b * N;
+        REAL *spikes = (REAL *)node->spikes + (size_t)b * N;
+        const REAL *sample_theta = NULL;
+        int32_t *list = active + (size_t)b * N;
+        int32_t count = 0;
+        if (node->adaptive) sample_theta = node->theta_shared ? theta : theta + (size_t)b * N;
+
+        for (int j = 0; j < N; j++) {
+            /* count_down: the counter drops by one; only neurons at 0 integrate. */
+            int32_t counter = refractory[j] - 1;
+            if (counter < 0) counter = 0;
+            const int free_to_fire = counter == 0;
+
+            /* Exact relaxation towards v_inf = v_rest + R I, then the jump. */
+            const REAL v_inf = has_current ? v_rest[j] + resistance[j] * current[j] : v_rest[j];
+            REAL v_new = v_inf + (v[j] - v_inf) * decay[j];
+            if (has_jump) v_new = v_new + jump[j];
+
+            /* hold_and_fire: refractory neurons stay at reset; the rest fire at v - threshold >= 0. */
+            if (!free_to_fire) v_new = v_reset[j];
+            const REAL threshold = sample_theta ? v_threshold[j] + sample_theta[j] : v_threshold[j];
+            const int fired = free_to_fire && (v_new - threshold >= 0);
+            if (fired) {
+                v_new = v_reset[j];
+                counter = refractory_steps[j];
+                list[count++] = j;
+            }
+            v[j] = v_new;
+            refractory[j] = counter;
+            spikes[j] = fired ? (REAL)1 : (REAL)0;
+        }
+        active_count[b] = count;
+
+        /* A per-sample theta rises by theta_plus at each spike. */
+        if (adapting && !node->theta_shared) {
+            REAL *own = theta + (size_t)b * N;
+            for (int k = 0; k < count; k++) own[list[k]] = own[list[k]] + theta_plus[list[k]] * (REAL)1;
+        }
+    }
+
+    /* A shared theta rises by theta_plus times the fraction of samples that spiked. */
+    if (adapting && node->theta_shared) {
+        const REAL *spikes = (const REAL *)node->spikes;
+        for (int j = 0; j < N; j++) {
+            REAL total = 0;
+            for (int b = 0; b < B; b++) total = total + spikes[(size_t)b * N + j];
+            theta[j] = theta[j] + theta_plus[j] * (total / (REAL)B);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- sources */
+
+/*
+ * PoissonEncoder "bernoulli": spikes where torch.rand < probability, drawn
+ * from step_generator(seed, stream, step), for `count` steps from `first`.
+ */
+static void FN(poisson_draw)(const Net *net, const Node *node, int node_index, Scratch *w, int64_t first, int count) {
+    const int64_t units = (int64_t)net->batch * node->size;
+    const REAL *probability = (const REAL *)node->probability;
+    uint64_t seeds[DRAW_BLOCK];
+
+    for (int k = 0; k < count; k++) seeds[k] = mix_seed3(node->seed, (uint64_t)node->stream, (uint64_t)(first + k));
+    twister_seed_many(w->states, seeds, count);
+    for (int k = 0; k < count; k++) {
+        uint8_t *frame = w->drawn + w->drawn_offset[node_index] + (size_t)k * units;
+        twister_outputs(w->states[k], w->outputs, (sizeof(REAL) == sizeof(double) ? 2 : 1) * units);
+        for (int64_t idx = 0; idx < units; idx++) frame[idx] = UNIFORM(w->outputs, idx) < probability[idx];
+    }
+}
+
+/* Set a source's spikes and active lists from a frame of 0/1 bytes (B, size). */
+static void FN(frame_step)(const Net *net, const Node *node, int node_index, Scratch *w, const uint8_t *frame) {
+    const int B = net->batch;
+    const int N = node->size;
+    REAL *spikes = (REAL *)node->spikes;
+    int32_t *active = w->active + w->active_offset[node_index];
+    int32_t *active_count = w->active_count + (size_t)node_index * B;
+
+    for (int b = 0; b < B; b++) {
+        int32_t *list = active + (size_t)b * N;
+        int32_t count = 0;
+        for (int i = 0; i < N; i++) {
+            const size_t idx = (size_t)b * N + i;
+            spikes[idx] = frame[idx] ? (REAL)1 : (REAL)0;
+            if (frame[idx]) list[count++] = i;
+        }
+        active_count[b] = count;
+    }
+}
+
+/* ------------------------------------------------------------ connections */
+
+/*
+ * Put the spikes of step `step` into the ring buffer: each active presynaptic
+ * unit adds its row of weights at its delays (Dense._emit_events and
+ * Connection._emit_events). With fractional delays every near share
+ * w (1 - f) of a sample goes in before any far share w f, as the two
+ * index_add_ calls of the PyTorch path do.
+ */
+static void FN(emit)(const Net *net, const Conn *c, const Scratch *w, int64_t now) {
+    const int B = net->batch;
+    const int I = c->pre_size;
+    const int P = c->post_size;
+    const int slots = c->slots;
+    const REAL *weight = (const REAL *)c->weight;
+    const REAL *fraction = (const REAL *)c->fraction;
+    const int32_t *delay = c->delay;
+    const int32_t *active = w->active + w->active_offset[c->pre];
+    const int32_t *active_count = w->active_count + (size_t)c->pre * B;
+    const int lateral = c->kind == CONN_LATERAL;
+
+    for (int b = 0; b < B; b++) {
+        REAL *ring = (REAL *)c->in_flight + (size_t)b * slots * P;
+        const int32_t *list = active + (size_t)b * I;
+        const int count = active_count[b];
+
+        if (c->kind == CONN_ONE_TO_ONE) {
+            for (int k = 0; k < count; k++) {
+                const int i = list[k];
+                int64_t slot = now + (delay ? delay[i] : 0);
+                if (slot >= slots) slot -= slots;
+                ring[(size_t)slot * P + i] += fraction ? weight[i] * ((REAL)1 - fraction[i]) : weight[i];
+            }
+            if (fraction) {
+                for (int k = 0; k < count; k++) {
+                    const int i = list[k];
+                    int64_t slot = now + delay[i] + 1;
+                    if (slot >= slots) slot -= slots;
+                    ring[(size_t)slot * P + i] += weight[i] * fraction[i];
+                }
+            }
+            continue;
+        }
+
+        if (!delay) {
+            REAL *target = ring + (size_t)now * P;
+            for (int k = 0; k < count; k++) {
+                const int i = list[k];
+                const REAL *row = weight + (size_t)i * P;
+                const int skip = lateral ? i : P;
+                for (int j = 0; j < skip; j++) target[j] += row[j];
+                for (int j = skip + 1; j < P; j++) target[j] += row[j];
+            }
+            continue;
+        }
+
+        for (int k = 0; k < count; k++) {
+            const int i = list[k];
+            const REAL *row = weight + (size_t)i * P;
+            const int32_t *row_delay = delay + (size_t)i * P;
+            const REAL *row_fraction = fraction ? fraction + (size_t)i * P : NULL;
+            for (int j = 0; j < P; j++) {
+                if (lateral && j == i) continue;
+                int64_t slot = now + row_delay[j];
+                if (slot >= slots) slot -= slots;
+                ring[(size_t)slot * P + j] += row_fraction ? row[j] * ((REAL)1 - row_fraction[j]) : row[j];
+            }
+        }
+        if (fraction) {
+            for (int k = 0; k < count; k++) {
+                const int i = list[k];
+                const REAL *row = weight + (size_t)i * P;
+                const int32_t *row_delay = delay + (size_t)i * P;
+                const REAL *row_fraction = fraction + (size_t)i * P;
+                for (int j = 0; j < P; j++) {
+                    if (lateral && j == i) continue;
+                    int64_t slot = now + row_delay[j] + 1;
+                    if (slot >= slots) slot -= slots;
+                    ring[(size_t)slot * P + j] += row[j] * row_fraction[j];
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ rules */
+
+/* The constants of one weight update, in REAL, held in registers through the loops. */
+typedef struct {
+    REAL factor, batch, bound_min, bound_max, w_min, w_max;
+    int mean, bounds, has_bound_min, has_bound_max, has_w_min, has_w_max;
+    int outside; /* an updated weight ended outside the rule's bounds */
+} FN(Update);
+
+static FN(Update) FN(update_constants)(const Rule *r, double factor, int batch) {
+    FN(Update) u;
+    u.factor = (REAL)factor;
+    u.batch = (REAL)batch;
+    u.bound_min = (REAL)r->bound_min;
+    u.bound_max = (REAL)r->bound_max;
+    u.w_min = (REAL)r->w_min;
+    u.w_max = (REAL)r->w_max;
+    u.mean = r->mean;
+    u.bounds = r->bounds;
+    u.has_bound_min = r->has_bound_min;
+    u.has_bound_max = r->has_bound_max;
+    u.has_w_min = r->has_w_min;
+    u.has_w_max = r->has_w_max;
+    u.outside = 0;
+    return u;
+}
+
+/*
+ * Apply one weight update from its pair sum: the batch reduction of
+ * Connection.outer, the factor of stdp.scaled, Bounds.limit, then
+ * Connection.apply_update (add, clamp to w_min and w_max).
+ */
+static inline void FN(update_weight)(FN(Update) *u, REAL *target, REAL total) {
+    REAL weight = *target;
+    REAL delta = u->mean ? total / u->batch : total;
+    delta = delta * u->factor;
+    if (u->bounds == BOUNDS_HARD && (u->has_bound_min || u->has_bound_max)) {
+        delta = FN(clamp)(weight + delta, u->has_bound_min, u->bound_min, u->has_bound_max, u->bound_max) - weight;
+    } else if (u->bounds == BOUNDS_SOFT) {
+        REAL headroom = u->bound_max - weight;
+        REAL footroom = weight - u->bound_min;
+        if (headroom < 0) headroom = 0;
+        if (footroom < 0) footroom = 0;
+        delta = delta > 0 ? delta * headroom : delta * footroom;
+        delta = FN(clamp)(weight + delta, 1, u->bound_min, 1, u->bound_max) - weight;
+    }
+    weight = FN(clamp)(weight + delta, u->has_w_min, u->w_min, u->has_w_max, u->w_max);
+    *target = weight;
+
+    /* w + (clamp(w + delta) - w) can round to just outside the rule's bounds. The
+     * PyTorch path then moves that weight at its next update, whatever its row
+     * and column, so the next update here must go over every weight. */
+    if (u->bounds != BOUNDS_NONE &&
+        ((u->has_bound_min && weight < u->bound_min) || (u->has_bound_max && weight > u->bound_max)))
+        u->outside = 1;
+}
+
+/*
+ * Depression at presynaptic spikes: for each row i with a spike in some
+ * sample, the pair sum over those samples (in sample order) of the decayed
+ * postsynaptic trace, then the update of the whole row. A full pass updates
+ * every row, as the PyTorch path does, to bring weights into bounds.
+ */
+static void FN(depress)(const Net *net, Rule *r, Scratch *w) {
+    const Conn *c = &net->conns[r->conn];
+    const int B = net->batch;
+    const int I = c->pre_size;
+    const int P = c->post_size;
+    const REAL *pre_spikes = (const REAL *)net->nodes[c->pre].spikes;
+    const REAL *trace = (const REAL *)r->post_trace1;
+    const int32_t *active = w->active + w->active_offset[c->pre];
+    const int32_t *active_count = w->active_count + (size_t)c->pre * B;
+    const int lateral = c->kind == CONN_LATERAL;
+    REAL *weight = (REAL *)c->weight;
+    REAL *sums = (REAL *)w->sums;
+    FN(Update) u = FN(update_constants)(r, r->depression_factor, B);
+    int n_rows = 0;
+
+    if (r->full_pass) {
+        for (int i = 0; i < I; i++) w->rows[n_rows++] = i;
+    } else {
+        for (int b = 0; b < B; b++) {
+            const int32_t *list = active + (size_t)b * I;
+            for (int k = 0; k < active_count[b]; k++) {
+                if (!w->row_mark[list[k]]) {
+                    w->row_mark[list[k]] = 1;
+                    w->rows[n_rows++] = list[k];
+                }
+            }
+        }
+        for (int k = 0; k < n_rows; k++) w->row_mark[w->rows[k]] = 0;
+    }
+
+    for (int k = 0; k < n_rows; k++) {
+        const int i = w->rows[k];
+        REAL *row = weight + (size_t)i * P;
+        for (int j = 0; j < P; j++) sums[j] = 0;
+        for (int b = 0; b < B; b++) {
+            if (pre_spikes[(size_t)b * I + i] == 0) continue;
+            const REAL *sample_trace = trace + (size_t)b * P;
+            for (int j = 0; j < P; j++) sums[j] += sample_trace[j];
+        }
+        for (int j = 0; j < P; j++) {
+            if (lateral && j == i) continue;
+            FN(update_weight)(&u, row + j, sums[j]);
+        }
+    }
+    r->full_pass = u.outside;
+}
+
+/*
+ * Potentiation at postsynaptic spikes: for each spiking column j, the pair
+ * sum over samples of x_pre[b, i] * post[b, j] (post is the spike, or for
+ * Diehl & Cook the spike times x_post2), for every row i. Columns go in
+ * blocks of 64 so the sums fit in the scratch buffer.
+ */
+static void FN(potentiate)(const Net *net, Rule *r, Scratch *w) {
+    const Conn *c = &net->conns[r->conn];
+    const int B = net->batch;
+    const int I = c->pre_size;
+    const int P = c->post_size;
+    const REAL *post_spikes = (const REAL *)net->nodes[c->post].spikes;
+    const REAL *gate = r->kind == RULE_DIEHL_COOK ? (const REAL *)r->post_trace2 : NULL;
+    const REAL *pre_trace = (const REAL *)r->pre_trace;
+    const int32_t *active = w->active + w->active_offset[c->post];
+    const int32_t *active_count = w->active_count + (size_t)c->post * B;
+    const int lateral = c->kind == CONN_LATERAL;
+    REAL *weight = (REAL *)c->weight;
+    REAL *sums = (REAL *)w->sums;
+    FN(Update) u = FN(update_constants)(r, r->potentiation_factor, B);
+    int n_columns = 0;
+
+    if (r->full_pass) {
+        for (int j = 0; j < P; j++) w->columns[n_columns++] = j;
+    } else {
+        for (int b = 0; b < B; b++) {
+            const int32_t *list = active + (size_t)b * P;
+            for (int k = 0; k < active_count[b]; k++) {
+                if (!w->column_mark[list[k]]) {
+                    w->column_mark[list[k]] = 1;
+                    w->columns[n_columns++] = list[k];
+                }
+            }
+        }
+        for (int k = 0; k < n_columns; k++) w->column_mark[w->columns[k]] = 0;
+    }
+
+    for (int first = 0; first < n_columns; first += 64) {
+        const int block = n_columns - first < 64 ? n_columns - first : 64;
+        for (size_t x = 0; x < (size_t)block * I; x++) sums[x] = 0;
+        for (int b = 0; b < B; b++) {
+            const REAL *sample_trace = pre_trace + (size_t)b * I;
+            for (int m = 0; m < block; m++) {
+                const size_t idx = (size_t)b * P + w->columns[first + m];
+                const REAL post = gate ? post_spikes[idx] * gate[idx] : post_spikes[idx];
+                if (post == 0) continue;
+                REAL *column_sums = sums + (size_t)m * I;
+                for (int i = 0; i < I; i++) column_sums[i] += sample_trace[i] * post;
+            }
+        }
+        for (int i = 0; i < I; i++) {
+            REAL *row = weight + (size_t)i * P;
+            for (int m = 0; m < block; m++) {
+                const int j = w->columns[first + m];
+                if (lateral && j == i) continue;
+                FN(update_weight)(&u, row + j, sums[(size_t)m * I + i]);
+            }
+        }
+    }
+    r->full_pass = u.outside;
+}
+
+/*
+ * One step of pair STDP or of the Diehl & Cook rule, in the order of
+ * STDP.update and DiehlCookSTDP.update. The traces decay, presynaptic spikes
+ * depress, the presynaptic trace takes in the spikes, postsynaptic spikes
+ * potentiate, and the postsynaptic traces take in the spikes. An update whose
+ * pair sum is all zero is skipped, as SpikeTimingRule.pair skips it.
+ */
+static void FN(rule_step)(const Net *net, Rule *r, Scratch *w) {
+    const Conn *c = &net->conns[r->conn];
+    const int B = net->batch;
+    const int I = c->pre_size;
+    const int P = c->post_size;
+    const int32_t *pre_active = w->active + w->active_offset[c->pre];
+    const int32_t *pre_count = w->active_count + (size_t)c->pre * B;
+    const int32_t *post_active = w->active + w->active_offset[c->post];
+    const int32_t *post_count = w->active_count + (size_t)c->post * B;
+    const REAL *post_spikes = (const REAL *)net->nodes[c->post].spikes;
+    REAL *pre_trace = (REAL *)r->pre_trace;
+    REAL *post_trace1 = (REAL *)r->post_trace1;
+    REAL *post_trace2 = (REAL *)r->post_trace2;
+    const int diehl_cook = r->kind == RULE_DIEHL_COOK;
+    int pre_events = 0, post_events = 0, pre_trace_nonzero = 0, post_trace_nonzero = 0;
+
+    /* Decay every trace by exp(-dt / tau). */
+    const REAL decay_pre = (REAL)r->decay_pre;
+    for (size_t x = 0; x < (size_t)B * I; x++) {
+        pre_trace[x] = pre_trace[x] * decay_pre;
+        pre_trace_nonzero |= pre_trace[x] != 0;
+    }
+    const REAL decay_post1 = (REAL)r->decay_post1;
+    for (size_t x = 0; x < (size_t)B * P; x++) {
+        post_trace1[x] = post_trace1[x] * decay_post1;
+        post_trace_nonzero |= post_trace1[x] != 0;
+    }
+    if (diehl_cook) {
+        const REAL decay_post2 = (REAL)r->decay_post2;
+        for (size_t x = 0; x < (size_t)B * P; x++) post_trace2[x] = post_trace2[x] * decay_post2;
+    }
+    for (int b = 0; b < B; b++) {
+        pre_events += pre_count[b];
+        post_events += post_count[b];
+    }
+
+    /* Depression at presynaptic spikes reads the postsynaptic trace of earlier steps. */
+    if (r->depress && pre_events && post_trace_nonzero) FN(depress)(net, r, w);
+
+    /* The presynaptic trace takes in this step's spikes. */
+    for (int b = 0; b < B; b++) {
+        const int32_t *list = pre_active + (size_t)b * I;
+        for (int k = 0; k < pre_count[b]; k++) {
+            REAL *x = pre_trace + (size_t)b * I + list[k];
+            *x = r->nearest ? (REAL)1 : *x + (REAL)1;
+        }
+    }
+    pre_trace_nonzero |= pre_events > 0;
+
+    /* Potentiation at postsynaptic spikes; Diehl & Cook gate it by x_post2 from before the spike. */
+    int post_nonzero = post_events > 0;
+    if (diehl_cook && post_nonzero) {
+        post_nonzero = 0;
+        for (int b = 0; b < B && !post_nonzero; b++) {
+            const int32_t *list = post_active + (size_t)b * P;
+            for (int k = 0; k < post_count[b]; k++) {
+                const size_t idx = (size_t)b * P + list[k];
+                if (post_spikes[idx] * post_trace2[idx] != 0) {
+                    post_nonzero = 1;
+                    break;
+                }
+            }
+        }
+    }
+    if (r->potentiate && post_nonzero && pre_trace_nonzero) FN(potentiate)(net, r, w);
+
+    /* The postsynaptic traces take in this step's spikes. */
+    for (int b = 0; b < B; b++) {
+        const int32_t *list = post_active + (size_t)b * P;
+        for (int k = 0; k < post_count[b]; k++) {
+            const size_t idx = (size_t)b * P + list[k];
+            post_trace1[idx] = r->nearest ? (REAL)1 : post_trace1[idx] + (REAL)1;
+            if (diehl_cook) post_trace2[idx] = 1;
+        }
+    }
+}
+
+/* -------------------------------------------------------------- recording */
+
+static void FN(record)(const Net *net, Node *node, int node_index, const Scratch *w, int64_t step) {
+    const int B = net->batch;
+    const int N = node->size;
+    const int32_t *active = w->active + w->active_offset[node_index];
+    const int32_t *active_count = w->active_count + (size_t)node_index * B;
+
+    if (node->counts) {
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < active_count[b]; k++) node->counts[(size_t)b * N + active[(size_t)b * N + k]] += 1;
+    }
+    if (node->event_step && step >= node->record_start && (node->record_stop < 0 || step < node->record_stop)) {
+        for (int b = 0; b < B; b++) {
+            for (int k = 0; k < active_count[b]; k++) {
+                node->event_step[node->event_count] = step;
+                node->event_index[node->event_count] = active[(size_t)b * N + k];
+                node->event_sample[node->event_count] = b;
+                node->event_count++;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------- run */
+
+/*
+ * Advance the network by up to net->steps steps from step net->step0.
+ * Returns the number of steps done: fewer than asked when a spike recorder
+ * could overflow (the caller drains it and calls again), or -1 when scratch
+ * memory could not be allocated.
+ */
+int64_t FN(ember_run)(Net *net) {
+    Scratch w;
+    int64_t done = 0;
+    memset(&w, 0, sizeof(w));
+    int64_t *slot_now = (int64_t *)malloc(sizeof(int64_t) * (size_t)(net->n_conns + 1));
+
+    if (!slot_now || scratch_open(&w, net, sizeof(REAL)) != 0) {
+        free(slot_now);
+        scratch_close(&w);
+        return -1;
+    }
+    for (; done < net->steps; done++) {
+        const int64_t step = net->step0 + done;
+        int recorder_full = 0;
+        for (int n = 0; n < net->n_nodes; n++) {
+            const Node *node = &net->nodes[n];
+            if (node->event_step && node->event_capacity - node->event_count < (int64_t)net->batch * node->size)
+                recorder_full = 1;
+        }
+        if (recorder_full) break;
+        for (int ci = 0; ci < net->n_conns; ci++) slot_now[ci] = step % net->conns[ci].slots;
+
+        for (int n = 0; n < net->n_nodes; n++) {
+            Node *node = &net->nodes[n];
+            const int64_t units = (int64_t)net->batch * node->size;
+            if (node->kind == NODE_POPULATION) {
+                FN(population_step)(net, node, n, &w, slot_now, step);
+            } else if (node->kind == NODE_POISSON) {
+                /* Draw DRAW_BLOCK steps ahead: the draws do not depend on the network's state. */
+                if (done % DRAW_BLOCK == 0) {
+                    const int64_t left = net->steps - done;
+                    FN(poisson_draw)(net, node, n, &w, step, left < DRAW_BLOCK ? (int)left : DRAW_BLOCK);
+                }
+                FN(frame_step)(net, node, n, &w, w.drawn + w.drawn_offset[n] + (size_t)(done % DRAW_BLOCK) * units);
+            } else {
+                FN(frame_step)(net, node, n, &w, node->frames + (size_t)done * units);
+            }
+            for (int k = 0; k < node->out_count; k++) {
+                const int ci = net->out_list[node->out_first + k];
+                FN(emit)(net, &net->conns[ci], &w, slot_now[ci]);
+            }
+        }
+        for (int r = 0; r < net->n_rules; r++) FN(rule_step)(net, &net->rules[r], &w);
+        for (int n = 0; n < net->n_nodes; n++) FN(record)(net, &net->nodes[n], n, &w, step);
+    }
+    free(slot_now);
+    scratch_close(&w);
+    return done;
+}
