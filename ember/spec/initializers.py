@@ -1,0 +1,150 @@
+"""Initial values of weights, delays and other per-synapse tensors.
+
+An initialiser is a JSON object discriminated by ``type``; a bare number is
+shorthand for ``{"type": "constant", "value": number}``. Random initialisers
+draw from a generator seeded by the job seed and the connection's name, so a
+network is rebuilt with identical values.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal, Union
+
+import torch
+from pydantic import BeforeValidator, Field, model_validator
+
+from ember.spec.common import SpecModel
+
+
+class ConstantInit(SpecModel):
+    """Every value equal to ``value``."""
+
+    type: Literal["constant"] = "constant"
+    value: float = Field(description="the value, in the unit of the initialised tensor")
+
+    @property
+    def upper(self) -> float:
+        return self.value
+
+    @property
+    def lower(self) -> float:
+        return self.value
+
+    def sample(self, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+        """Return a tensor of ``shape`` filled with ``value``."""
+        return torch.full(shape, self.value, dtype=dtype)
+
+
+class UniformInit(SpecModel):
+    """Values drawn uniformly from ``[low, high)``."""
+
+    type: Literal["uniform"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformInit:
+        if not self.high >= self.low:
+            raise ValueError(f"high ({self.high}) must be at least low ({self.low})")
+        return self
+
+    @property
+    def upper(self) -> float:
+        return self.high
+
+    @property
+    def lower(self) -> float:
+        return self.low
+
+    def sample(self, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+        """Return a tensor of ``shape`` drawn from ``U[low, high)``."""
+        unit = torch.rand(shape, generator=generator, dtype=torch.float64)
+        return (self.low + (self.high - self.low) * unit).to(dtype)
+
+
+class NormalInit(SpecModel):
+    """Values drawn from a normal distribution, optionally clipped to ``[min, max]``."""
+
+    type: Literal["normal"]
+    mean: float
+    std: float = Field(ge=0.0, description="standard deviation, at least 0")
+    min: float | None = Field(None, description="values below are raised to min")
+    max: float | None = Field(None, description="values above are lowered to max")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NormalInit:
+        if self.min is not None and self.max is not None and not self.max >= self.min:
+            raise ValueError(f"max ({self.max}) must be at least min ({self.min})")
+        return self
+
+    @property
+    def upper(self) -> float:
+        """The largest value that can occur: ``max``, or the mean plus 6 standard deviations."""
+        return self.max if self.max is not None else self.mean + 6.0 * self.std
+
+    @property
+    def lower(self) -> float:
+        """The smallest value that can occur: ``min``, or the mean minus 6 standard deviations."""
+        return self.min if self.min is not None else self.mean - 6.0 * self.std
+
+    def sample(self, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+        """Return a tensor of ``shape`` drawn from ``N(mean, std²)`` and clipped."""
+        values = self.mean + self.std * torch.randn(shape, generator=generator, dtype=torch.float64)
+        if self.min is not None or self.max is not None:
+            values = values.clamp(self.min, self.max)
+        return values.to(dtype)
+
+
+def _number_shorthand(value: Any) -> Any:
+    """Read a bare number as a constant initialiser."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"type": "constant", "value": float(value)}
+    return value
+
+
+Init = Annotated[
+    Union[ConstantInit, UniformInit, NormalInit],
+    Field(discriminator="type"),
+    BeforeValidator(_number_shorthand),
+]
+
+
+class DelaySpec(SpecModel):
+    """Per-synapse transmission delays of a connection, in ms.
+
+    A spike emitted at step ``t`` through a synapse with a delay of ``d``
+    steps reaches the target at step ``t + d``. Fractional delays are split
+    between the two neighbouring steps (``mode = "linear"``) or rounded
+    (``"nearest"``). Delays stay within ``[min_ms, max_ms]``, also while
+    plasticity changes them; the ring buffer of spikes in flight has
+    ``max_ms / dt + 2`` steps.
+    """
+
+    init: Init = Field(description="initial delays in ms")
+    min_ms: float = Field(0.0, ge=0.0, description="the smallest delay in ms")
+    max_ms: float | None = Field(
+        None, ge=0.0, description="the largest delay in ms; default: the largest initial delay"
+    )
+    trainable: bool = Field(False, description="store delays as a parameter with gradients (for BPTT)")
+    mode: Literal["linear", "nearest"] = "linear"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DelaySpec:
+        if self.init.lower < 0 and self.min_ms == 0.0 and isinstance(self.init, (ConstantInit, UniformInit)):
+            raise ValueError(f"initial delays must be at least 0 ms, got a lower value of {self.init.lower} ms")
+        upper = self.effective_max_ms
+        if upper < self.min_ms:
+            raise ValueError(f"max_ms ({upper}) must be at least min_ms ({self.min_ms})")
+        if self.max_ms is not None and self.init.upper > self.max_ms + 1e-9 and not isinstance(self.init, NormalInit):
+            raise ValueError(
+                f"initial delays reach {self.init.upper} ms, above max_ms = {self.max_ms} ms; raise max_ms"
+            )
+        if not math.isfinite(upper):
+            raise ValueError("the delay range must be finite")
+        return self
+
+    @property
+    def effective_max_ms(self) -> float:
+        """``max_ms``, or the largest initial delay when it is not set."""
+        return self.max_ms if self.max_ms is not None else max(self.init.upper, self.min_ms)

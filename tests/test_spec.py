@@ -1,0 +1,382 @@
+"""Job spec validation: JSON paths and rules of errors, limits, estimates and the schema."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+import ember.neurons
+from ember.spec import JobSpec, Limits, SpecError, job_schema, load_spec, validate_spec
+from ember.spec.populations import POPULATION_SPECS
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "api_examples"
+
+
+def small_job() -> dict:
+    """A valid simulate job: 10 background inputs drive 5 LIF neurons for 100 ms."""
+    return {
+        "kind": "simulate",
+        "duration_ms": 100.0,
+        "dt": 1.0,
+        "network": {
+            "inputs": {"noise": {"type": "background", "shape": [10], "rate_hz": 20.0}},
+            "populations": {"cells": {"type": "lif", "shape": [5]}},
+            "connections": {"drive": {"type": "dense", "pre": "noise", "post": "cells", "weight": 4.0}},
+        },
+    }
+
+
+def issues_of(document: dict, **kwargs) -> list:
+    with pytest.raises(SpecError) as caught:
+        validate_spec(document, **kwargs)
+    return caught.value.issues
+
+
+def only_issue(document: dict, **kwargs):
+    issues = issues_of(document, **kwargs)
+    assert len(issues) == 1, [str(issue) for issue in issues]
+    return issues[0]
+
+
+def test_valid_spec_defaults():
+    spec = validate_spec(small_job())
+    assert spec.network.populations["cells"].tau_mem == 20.0
+    assert spec.network.connections["drive"].weight.type == "constant"
+    assert spec.network.connections["drive"].weight.value == 4.0
+    assert spec.network.connections["drive"].synapse.type == "delta"
+
+
+def test_unknown_field_names_path_and_rule():
+    document = small_job()
+    document["network"]["populations"]["cells"]["tau"] = 5.0
+    issue = only_issue(document)
+    assert issue.path == "$.network.populations.cells.tau"
+    assert issue.rule == "extra_forbidden"
+    assert "tau" in issue.message
+
+
+def test_unknown_top_level_field():
+    document = small_job()
+    document["epoch"] = 3
+    issue = only_issue(document)
+    assert issue.path == "$.epoch"
+    assert issue.rule == "extra_forbidden"
+
+
+def test_wrong_type_is_not_coerced():
+    document = small_job()
+    document["network"]["inputs"]["noise"]["rate_hz"] = "20"
+    issue = only_issue(document)
+    assert issue.path == "$.network.inputs.noise.rate_hz"
+    assert issue.rule == "float_type"
+    assert issue.value == "20"
+
+
+def test_boolean_is_not_a_number():
+    document = small_job()
+    document["dt"] = True
+    issue = only_issue(document)
+    assert issue.path == "$.dt"
+    assert issue.rule == "float_type"
+
+
+def test_unknown_model_type_points_at_type():
+    document = small_job()
+    document["network"]["populations"]["cells"]["type"] = "lifx"
+    issue = only_issue(document)
+    assert issue.path == "$.network.populations.cells.type"
+    assert issue.rule == "union_tag_invalid"
+    assert "'adaptive_lif'" in issue.message
+
+
+def test_range_rule_in_nested_union():
+    document = small_job()
+    document["network"]["connections"]["drive"]["weight"] = {"type": "normal", "mean": 1.0, "std": -1.0}
+    issue = only_issue(document)
+    assert issue.path == "$.network.connections.drive.weight.std"
+    assert issue.rule == "greater_than_equal"
+
+
+def test_missing_field_path():
+    document = small_job()
+    del document["network"]["inputs"]["noise"]["rate_hz"]
+    issue = only_issue(document)
+    assert issue.path == "$.network.inputs.noise.rate_hz"
+    assert issue.rule == "missing"
+
+
+def test_several_errors_reported_together():
+    document = small_job()
+    document["network"]["populations"]["cells"]["tau_mem"] = -1.0
+    document["network"]["inputs"]["noise"]["rate_hz"] = "x"
+    paths = {issue.path for issue in issues_of(document)}
+    assert paths == {"$.network.populations.cells.tau_mem", "$.network.inputs.noise.rate_hz"}
+
+
+def test_unknown_node_reference():
+    document = small_job()
+    document["network"]["connections"]["drive"]["pre"] = "nois"
+    issue = only_issue(document)
+    assert issue.path == "$.network.connections.drive.pre"
+    assert issue.rule == "unknown_node"
+    assert issue.value == "nois"
+
+
+def test_connection_into_input_rejected():
+    document = small_job()
+    document["network"]["connections"]["back"] = {"type": "dense", "pre": "cells", "post": "noise", "weight": 1.0}
+    issue = only_issue(document)
+    assert issue.path == "$.network.connections.back.post"
+    assert issue.rule == "unknown_population"
+
+
+def test_duplicate_name_across_groups():
+    document = small_job()
+    document["network"]["monitors"] = {"cells": {"type": "spikes", "target": "cells"}}
+    issue = only_issue(document)
+    assert issue.path == "$.network.monitors.cells"
+    assert issue.rule == "duplicate_name"
+
+
+def test_conv2d_shape_mismatch():
+    document = small_job()
+    document["network"]["inputs"]["grid"] = {"type": "background", "shape": [1, 13, 13], "rate_hz": 1.0}
+    document["network"]["populations"]["maps"] = {"type": "lif", "shape": [4, 8, 8]}
+    document["network"]["connections"]["conv"] = {
+        "type": "conv2d", "pre": "grid", "post": "maps", "kernel_size": 5, "weight": 0.5,
+    }
+    issue = only_issue(document)
+    assert issue.path == "$.network.connections.conv.type"
+    assert issue.rule == "shape_mismatch"
+    assert "[4, 9, 9]" in issue.message
+
+
+def test_cycle_without_delay_rejected():
+    document = small_job()
+    document["network"]["populations"]["other"] = {"type": "lif", "shape": [5]}
+    connections = document["network"]["connections"]
+    connections["ahead"] = {"type": "one_to_one", "pre": "cells", "post": "other", "weight": 1.0}
+    connections["back"] = {"type": "one_to_one", "pre": "other", "post": "cells", "weight": 1.0}
+    issue = only_issue(document)
+    assert issue.rule == "cycle_without_delay"
+    assert "ahead" in issue.message
+    assert "back" in issue.message
+
+
+def test_cycle_with_one_step_delay_accepted():
+    document = small_job()
+    document["network"]["populations"]["other"] = {"type": "lif", "shape": [5]}
+    connections = document["network"]["connections"]
+    connections["ahead"] = {"type": "one_to_one", "pre": "cells", "post": "other", "weight": 1.0}
+    connections["back"] = {
+        "type": "one_to_one", "pre": "other", "post": "cells", "weight": 1.0,
+        "delay": {"init": 1.0, "min_ms": 1.0},
+    }
+    validate_spec(document)
+
+
+def test_lateral_defaults_to_one_step():
+    document = small_job()
+    document["network"]["connections"]["inhibition"] = {
+        "type": "lateral", "pre": "cells", "post": "cells", "weight": -1.0,
+    }
+    validate_spec(document)
+    document["network"]["connections"]["inhibition"]["delay"] = {"init": 0.0}
+    assert only_issue(document).rule == "cycle_without_delay"
+
+
+def test_durations_must_be_whole_steps():
+    document = small_job()
+    document["duration_ms"] = 100.5
+    issue = only_issue(document)
+    assert issue.path == "$.duration_ms"
+    assert issue.rule == "whole_steps"
+
+
+def test_train_job_needs_data_and_learning():
+    document = small_job()
+    document["kind"] = "train"
+    rules = {issue.rule for issue in issues_of(document)}
+    assert rules == {"data_required", "learning_required"}
+
+
+def test_delay_rule_needs_delays():
+    document = small_job()
+    document["network"]["connections"]["drive"]["learning"] = [{"type": "delay_adjusted_stdp"}]
+    issue = only_issue(document)
+    assert issue.path == "$.network.connections.drive.learning[0].type"
+    assert issue.rule == "delays_required"
+
+
+def test_oversized_network_rejected_with_limit_and_value():
+    document = small_job()
+    document["network"]["populations"]["cells"]["shape"] = [100_000, 1_000]
+    document["network"]["connections"] = {}
+    issue = only_issue(document)
+    assert issue.path == "$.network.populations"
+    assert issue.rule == "limit_exceeded"
+    assert issue.value == 100_000_010
+    assert "100,000,010 neurons" in issue.message
+    assert "10,000,000" in issue.message
+    assert "EMBER_MAX_NEURONS" in issue.message
+
+
+def test_synapse_limit_from_context():
+    issue = only_issue(small_job(), limits=Limits(max_synapses=49))
+    assert issue.rule == "limit_exceeded"
+    assert issue.path == "$.network.connections"
+    assert issue.value == 50
+    validate_spec(small_job(), limits=Limits(max_synapses=50))
+
+
+def test_limit_from_environment(monkeypatch):
+    monkeypatch.setenv("EMBER_MAX_STEPS", "99")
+    issue = only_issue(small_job())
+    assert issue.path == "$.epochs"
+    assert issue.value == 100
+    assert "above the limit of 99" in issue.message
+
+
+def test_memory_limit():
+    issue = only_issue(small_job(), limits=Limits(max_memory_bytes=100))
+    assert issue.rule == "limit_exceeded"
+    assert "memory" in issue.message
+
+
+def test_estimate_counts():
+    estimate = validate_spec(small_job()).estimate()
+    assert estimate.neurons == 15
+    assert estimate.synapses == 50
+    assert estimate.steps == 100
+    assert estimate.samples == 0
+    # 50 float32 weights plus one float32 threshold per unit.
+    assert estimate.memory["parameters"] == 50 * 4 + 15 * 4
+    assert estimate.bytes == sum(estimate.memory.values())
+    assert estimate.seconds > 0
+
+
+def test_estimate_of_data_job():
+    document = small_job()
+    document.pop("duration_ms")
+    document.update(
+        kind="evaluate",
+        presentation_ms=20.0,
+        rest_ms=5.0,
+        batch_size=4,
+        eval_batch_size=8,
+        data={"dataset": "digits", "train_samples": 20, "test_samples": 10},
+        readout={"type": "max_rate_labels", "population": "cells"},
+    )
+    document["network"]["inputs"]["pixels"] = {"type": "poisson", "shape": [64], "max_rate_hz": 50.0}
+    estimate = validate_spec(document).estimate()
+    assert estimate.samples == 30
+    # ceil(20 / 8) + ceil(10 / 8) batches of 25 steps.
+    assert estimate.steps == (3 + 2) * 25
+
+
+def test_conv2d_and_sparse_synapse_counts():
+    document = small_job()
+    document["network"]["inputs"]["grid"] = {"type": "background", "shape": [1, 13, 13], "rate_hz": 1.0}
+    document["network"]["populations"]["maps"] = {"type": "lif", "shape": [4, 9, 9]}
+    connections = document["network"]["connections"]
+    connections["conv"] = {"type": "conv2d", "pre": "grid", "post": "maps", "kernel_size": 5, "weight": 0.5}
+    connections["between"] = {
+        "type": "lateral", "neighbourhood": "same_position", "pre": "maps", "post": "maps", "weight": -5.0,
+    }
+    connections["random"] = {"type": "sparse", "pre": "noise", "post": "cells", "probability": 0.5, "weight": 1.0}
+    estimate = validate_spec(document).estimate()
+    # dense 10x5, kernel 4x1x5x5, 4 maps x 81 positions x 3 other maps, half of 10x5.
+    assert estimate.synapses == 50 + 100 + 4 * 81 * 3 + 25
+
+
+def test_population_defaults_match_neuron_classes():
+    for type_name, spec_class in POPULATION_SPECS.items():
+        neuron_class = getattr(ember.neurons, spec_class.neuron_class)
+        parameters = inspect.signature(neuron_class.__init__).parameters
+        instance = spec_class.model_validate({"type": type_name, "shape": [1]})
+        for name, value in instance.constructor_arguments().items():
+            assert name in parameters, f"{type_name}: {name} is not an argument of {neuron_class.__name__}"
+            default = parameters[name].default
+            if name != "trainable":
+                assert value == default, f"{type_name}.{name}: spec default {value!r}, class default {default!r}"
+
+
+def test_trainable_names_checked():
+    document = small_job()
+    document["network"]["populations"]["cells"]["trainable"] = ["tau"]
+    issue = only_issue(document)
+    assert issue.path == "$.network.populations.cells.trainable"
+    assert "tau_mem" in issue.message
+
+
+def test_fingerprint_ignores_presentation_details():
+    first = validate_spec(small_job())
+    document = small_job()
+    document.update(name="renamed", device="cpu", checkpoint_every=5, tags=["x"])
+    assert validate_spec(document).fingerprint() == first.fingerprint()
+    document["seed"] = 1
+    assert validate_spec(document).fingerprint() != first.fingerprint()
+
+
+def test_spec_round_trips_through_json():
+    spec = validate_spec(small_job())
+    again = JobSpec.model_validate(json.loads(spec.model_dump_json()))
+    assert again == spec
+
+
+def test_load_spec_reports_bad_json(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"kind": ')
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert caught.value.issues[0].rule == "json_invalid"
+    assert caught.value.issues[0].path == "$"
+
+
+def test_schema_describes_jobs():
+    schema = job_schema()
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    assert set(schema["properties"]["kind"]["enum"]) == {"simulate", "train", "evaluate", "train_evaluate"}
+    assert schema["additionalProperties"] is False
+    network = schema["$defs"]["NetworkSpec"]
+    population_union = network["properties"]["populations"]["additionalProperties"]
+    assert population_union["discriminator"]["propertyName"] == "type"
+    assert set(population_union["discriminator"]["mapping"]) == set(POPULATION_SPECS)
+    json.dumps(schema)
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.json")), ids=lambda path: path.stem)
+def test_reference_specs_validate(path):
+    spec = load_spec(path)
+    assert spec.estimate().steps > 0
+
+
+def test_reference_specs_exist():
+    names = {path.stem for path in EXAMPLES.glob("*.json")}
+    assert {
+        "diehl_cook_mnist",
+        "diehl_cook_quick",
+        "diehl_cook_delays",
+        "delay_learning_pattern",
+        "delay_learning_rdk",
+    } <= names
+
+
+def test_documents_are_not_modified():
+    document = small_job()
+    original = copy.deepcopy(document)
+    validate_spec(document)
+    assert document == original
+
+
+def test_names_reserved_by_torch_rejected():
+    document = small_job()
+    document["network"]["connections"]["float"] = document["network"]["connections"].pop("drive")
+    issue = only_issue(document)
+    assert issue.path == "$.network.connections.float"
+    assert issue.rule == "invalid_name"
+    assert "reserved" in issue.message
