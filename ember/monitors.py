@@ -5,7 +5,7 @@ Monitors record after every network step. None of them keeps a dense
 
 * :class:`SpikeMonitor` stores events ``(step, index, sample)`` in a
   preallocated buffer of ``chunk_size`` events. A full buffer is handed to
-  the ``sink`` callback as a :class:`SpikeChunk` (the worker streams these to
+  the ``sink`` callback as a :class:`SpikeEvents` (the worker streams these to
   the database) or, without a sink, kept in host memory up to ``max_events``.
 * :class:`StateMonitor` keeps every ``every``-th value of a state tensor in a
   ring buffer of ``capacity`` records.
@@ -29,8 +29,8 @@ from ember.core import Stateful
 
 
 @dataclass
-class SpikeChunk:
-    """A block of spike events, in the order they were recorded.
+class SpikeEvents:
+    """A block of spike events of one monitor, in the order they were recorded; ``sample`` is the position in the batch.
 
     Attributes:
         step: step index of each event, int64 ``(n,)``.
@@ -50,12 +50,12 @@ class SpikeChunk:
         return int(self.step.shape[0])
 
     @staticmethod
-    def concatenate(chunks: list["SpikeChunk"], dt: float, shape: tuple[int, ...]) -> "SpikeChunk":
+    def concatenate(chunks: list["SpikeEvents"], dt: float, shape: tuple[int, ...]) -> "SpikeEvents":
         """Join chunks into one, or return an empty chunk."""
         if not chunks:
             empty = np.zeros(0, dtype=np.int64)
-            return SpikeChunk(empty, empty.copy(), empty.copy(), dt, shape)
-        return SpikeChunk(
+            return SpikeEvents(empty, empty.copy(), empty.copy(), dt, shape)
+        return SpikeEvents(
             np.concatenate([c.step for c in chunks]),
             np.concatenate([c.index for c in chunks]),
             np.concatenate([c.sample for c in chunks]),
@@ -110,7 +110,7 @@ class SpikeMonitor(Monitor):
         target: the node's name.
         chunk_size: events held on the device before a flush; the memory
             bound is ``3 * 8 * chunk_size`` bytes on the device.
-        sink: called with each full :class:`SpikeChunk` (and the remainder on
+        sink: called with each full :class:`SpikeEvents` (and the remainder on
             :meth:`flush`). Without a sink, chunks are kept in host memory.
         max_events: the most events kept without a sink; more raise
             ``RuntimeError`` rather than grow without bound. ``None``: no limit.
@@ -122,7 +122,7 @@ class SpikeMonitor(Monitor):
         target: str,
         *,
         chunk_size: int = 65536,
-        sink: Callable[[SpikeChunk], None] | None = None,
+        sink: Callable[[SpikeEvents], None] | None = None,
         max_events: int | None = None,
         start_step: int = 0,
         stop_step: int | None = None,
@@ -135,7 +135,7 @@ class SpikeMonitor(Monitor):
         self.max_events = max_events
         self.start_step = int(start_step)
         self.stop_step = stop_step
-        self.chunks: list[SpikeChunk] = []
+        self.chunks: list[SpikeEvents] = []
         self.kept_events = 0
         self.register_state("events", (3, self.chunk_size), 0, dtype=torch.long, batched=False)
         self.register_state("filled", (), 0, dtype=torch.long, batched=False)
@@ -169,7 +169,7 @@ class SpikeMonitor(Monitor):
         if filled == 0:
             return
         events = self.events[:, :filled].cpu().numpy().copy()
-        chunk = SpikeChunk(events[0], events[1], events[2], self.dt, self.shape)
+        chunk = SpikeEvents(events[0], events[1], events[2], self.dt, self.shape)
         self.filled.zero_()
         if self.sink is not None:
             self.sink(chunk)
@@ -182,10 +182,10 @@ class SpikeMonitor(Monitor):
         self.kept_events += filled
         self.chunks.append(chunk)
 
-    def spike_events(self) -> SpikeChunk:
+    def spike_events(self) -> SpikeEvents:
         """Return every event recorded so far (without a sink) as one chunk."""
         self.flush()
-        return SpikeChunk.concatenate(self.chunks, self.dt, self.shape)
+        return SpikeEvents.concatenate(self.chunks, self.dt, self.shape)
 
     def clear(self) -> None:
         super().clear()

@@ -47,6 +47,10 @@ _REQUIRE_GPU = os.environ.get("EMBER_REQUIRE_GPU", "").strip().lower() in {"1", 
 
 _database_counter = itertools.count(1)
 
+# One intra-op thread: the suite's small tensors run slower with two threads
+# on a 2-core machine, and the integration tests' servers need the other core.
+torch.set_num_threads(1)
+
 
 # ---------------------------------------------------------------------------
 # Seeding

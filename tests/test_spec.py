@@ -373,10 +373,12 @@ def test_documents_are_not_modified():
     assert document == original
 
 
-def test_names_reserved_by_torch_rejected():
+def test_names_of_module_methods_accepted():
+    from ember.builder import build_network
+
     document = small_job()
-    document["network"]["connections"]["float"] = document["network"]["connections"].pop("drive")
-    issue = only_issue(document)
-    assert issue.path == "$.network.connections.float"
-    assert issue.rule == "invalid_name"
-    assert "reserved" in issue.message
+    document["network"]["connections"]["forward"] = document["network"]["connections"].pop("drive")
+    spec = validate_spec(document)
+    built = build_network(spec)
+    network = getattr(built, "network", built)
+    assert "forward" in network.connections

@@ -196,13 +196,6 @@ def spec_errors(items: Sequence[tuple[str, str, Sequence[str | int], Any]]) -> V
     return ValidationError.from_exception_data("JobSpec", details)
 
 
-def _reserved_names() -> frozenset[str]:
-    """Return the attribute names of ``torch.nn.ModuleDict``, which a network part cannot use."""
-    from torch import nn
-
-    return frozenset(dir(nn.ModuleDict))
-
-
 def check_name(name: str, what: str) -> None:
     """Raise ``ValueError`` unless ``name`` is a valid name for a network part."""
     if not _NAME_RE.match(name):
@@ -210,5 +203,3 @@ def check_name(name: str, what: str) -> None:
             f"{what} name {name!r} is invalid: use 1-64 letters, digits or '_', "
             "starting with a letter"
         )
-    if name in _reserved_names():
-        raise ValueError(f"{what} name {name!r} is reserved by torch.nn.Module (a method or attribute); choose another")
