@@ -1,0 +1,347 @@
+"""Write BENCHMARKS.md from the records of one benchmark run.
+
+A run is a dict with ``meta`` (mode, command, times, protocol, machine, memory
+bandwidth), ``envs`` (each peer's interpreter and install notes, or the error
+that stopped its setup), ``results`` (the records of
+:mod:`benchmarks.protocol`), ``service`` (the S1 record) and
+``differences`` (each peer's list of model differences).
+
+``python -m benchmarks.report RUN.json [--output BENCHMARKS.md]`` rewrites
+the report from a saved run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.workloads import DT_MS, Case, bytes_per_step, per_unit_label
+
+LABELS = {
+    ("ember", "cpu"): "Ember",
+    ("ember", "cpu/torch"): "Ember, PyTorch engine",
+    ("ember", "cuda"): "Ember (CUDA)",
+    ("inferno", "cpu"): "Inferno",
+    ("inferno", "cuda"): "Inferno (CUDA)",
+    ("bindsnet", "cpu"): "BindsNET",
+    ("bindsnet", "cuda"): "BindsNET (CUDA)",
+    ("brian2", "cpp_standalone"): "Brian2 C++ standalone",
+    ("brian2", "cython"): "Brian2 cython",
+    ("brian2", "numpy"): "Brian2 numpy",
+}
+
+WORKLOAD_TITLES = {
+    "W1": "W1: Diehl & Cook training",
+    "W2": "W2: plain LIF forward (and with pair STDP)",
+    "W3": "W3: heterogeneous delays",
+}
+
+
+def label(record: dict[str, Any]) -> str:
+    """Return the display name of a record's framework and variant."""
+    key = (record["framework"], record.get("variant", ""))
+    return LABELS.get(key, f"{key[0]} {key[1]}".strip())
+
+
+def significant(value: float | None, digits: int = 3) -> str:
+    """Format a number with ``digits`` significant digits; ``-`` for None."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:,.0f}"
+
+
+def case_of(record: dict[str, Any]) -> Case:
+    return Case.from_dict(record["case"])
+
+
+def group_by_case(results: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Group records by case key, keeping the order in which cases first appear."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in results:
+        groups.setdefault(case_of(record).key, []).append(record)
+    return groups
+
+
+def fastest(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """Return the measured record with the most sample-steps per second, or None."""
+    measured = [record for record in records if record["status"] == "ok"]
+    return max(measured, key=lambda record: record["sample_steps_per_s"], default=None)
+
+
+def speed_ratio(ember: dict[str, Any] | None, peer: dict[str, Any] | None) -> float | None:
+    """Return Ember's sample-steps per second divided by the peer's (above 1: Ember is faster)."""
+    if ember is None or peer is None or ember["status"] != "ok" or peer["status"] != "ok":
+        return None
+    return ember["sample_steps_per_s"] / peer["sample_steps_per_s"]
+
+
+def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return one row per case: Ember's record, the fastest peer's record and the speed ratio."""
+    rows = []
+    for key, records in group_by_case(results).items():
+        ember = fastest(record for record in records if record["framework"] == "ember")
+        peer = fastest(record for record in records if record["framework"] != "ember")
+        rows.append({"case": case_of(records[0]), "ember": ember, "peer": peer, "ratio": speed_ratio(ember, peer)})
+    return rows
+
+
+def roofline_rows(results: list[dict[str, Any]], bandwidth_bytes_per_s: float) -> list[dict[str, Any]]:
+    """Return per case: the bytes a step must move, the time that implies, and Ember's fraction of that limit.
+
+    The output rate that sets the STDP and lateral traffic is the one Ember
+    measured in the same case.
+    """
+    rows = []
+    for records in group_by_case(results).values():
+        ember = fastest(record for record in records if record["framework"] == "ember")
+        if ember is None:
+            continue
+        case = case_of(ember)
+        terms = bytes_per_step(case, ember["output_rate_hz"])
+        limit_s = terms["total"] / bandwidth_bytes_per_s
+        actual_s = ember["wall_s"] / ember["steps"]
+        rows.append({"case": case, "bytes": terms, "limit_s": limit_s, "ember_s": actual_s, "fraction": limit_s / actual_s})
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _ratio_text(ratio: float | None) -> str:
+    if ratio is None:
+        return "-"
+    return f"{ratio:.2f}x " + ("(Ember faster)" if ratio >= 1 else "(Ember slower)")
+
+
+def _ember_text(ember: dict[str, Any] | None, unit: str) -> str:
+    if ember is None:
+        return "not measured"
+    text = f"{significant(ember['seconds_per_unit'])} {unit}"
+    return text if label(ember) == "Ember" else f"{label(ember)}: {text}"
+
+
+def _summary_section(results: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for row in summary_rows(results):
+        case, ember, peer = row["case"], row["ember"], row["peer"]
+        unit = per_unit_label(case.workload)
+        rows.append([
+            case.title,
+            _ember_text(ember, unit),
+            f"{label(peer)}: {significant(peer['seconds_per_unit'])}" if peer else "no peer measured",
+            _ratio_text(row["ratio"]),
+        ])
+    return [
+        "## Summary",
+        "",
+        "Speed ratio: Ember's sample-steps per second divided by the fastest peer's in the same case "
+        "(above 1, Ember is faster).",
+        "",
+        *_table(["case", "Ember", "fastest peer", "speed ratio"], rows),
+        "",
+    ]
+
+
+def _detail_section(results: list[dict[str, Any]], workload: str) -> list[str]:
+    records = [record for record in results if record["case"]["workload"] == workload]
+    if not records:
+        return []
+    rows = []
+    for record in records:
+        case = case_of(record)
+        if record["status"] != "ok":
+            rows.append([case.title, label(record), f"{record['status']}: {record['reason']}", "", "", "", "", "", ""])
+            continue
+        above = record["peak_rss_mib"] - record["rss_after_import_mib"]
+        rows.append([
+            case.title,
+            label(record),
+            significant(record["seconds_per_unit"]),
+            significant(record["sample_steps_per_s"]),
+            f"{significant(record['wall_s'])} ({record['steps']} steps)",
+            significant(record["peak_rss_mib"]),
+            significant(above),
+            significant(record["output_rate_hz"]),
+            "; ".join(record.get("notes", [])),
+        ])
+    unit = per_unit_label(workload)
+    header = ["case", "framework", unit, "sample-steps/s", "wall s per run", "peak RSS MiB", "above imports MiB", "output Hz", "notes"]
+    return [f"### {WORKLOAD_TITLES[workload]}", "", *_table(header, rows), ""]
+
+
+OUTPUT_RATE_NOTE = (
+    "Output Hz is the mean firing rate of the N neurons over the timed runs, a check that every framework "
+    "simulates a similar activity. W2 and W3 runs start from rest and the first spikes come after about "
+    "25 ms, so runs shortened to a few tens of steps show little or no firing."
+)
+
+
+def _not_measured_section(results: list[dict[str, Any]], envs: dict[str, Any], service: dict[str, Any] | None) -> list[str]:
+    """List what was not measured, one line per reason, with the frameworks and cases it concerns."""
+    by_reason: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    for record in results:
+        if record["status"] == "ok":
+            continue
+        frameworks, cases = by_reason.setdefault((record["status"], record["reason"]), ([], []))
+        if label(record) not in frameworks:
+            frameworks.append(label(record))
+        if case_of(record).title not in cases:
+            cases.append(case_of(record).title)
+    lines = ["## Not measured", ""]
+    for (status, reason), (frameworks, cases) in by_reason.items():
+        lines.append(f"- {', '.join(frameworks)}, {status}: {reason}. Cases: {', '.join(cases)}.")
+    for name, env in envs.items():
+        if env.get("error"):
+            lines.append(f"- {name}: environment not available, {env['error']}")
+    if service is not None and service.get("status") != "ok":
+        lines.append(f"- S1 service overhead: {service.get('reason', service.get('status'))}")
+    if len(lines) == 2:
+        lines.append("Every framework ran every case it was asked to.")
+    return [*lines, ""]
+
+
+def _roofline_section(results: list[dict[str, Any]], bandwidth: dict[str, Any]) -> list[str]:
+    rate = bandwidth["bytes_per_s"]
+    rows = []
+    for row in roofline_rows(results, rate):
+        terms = row["bytes"]
+        parts = ", ".join(f"{name} {significant(terms[name] / 1024)}" for name in ("weights", "neurons", "stdp", "delays", "lateral") if terms[name])
+        rows.append([
+            row["case"].title,
+            significant(terms["total"] / 1024),
+            parts,
+            significant(row["limit_s"] * 1e6),
+            significant(row["ember_s"] * 1e6),
+            f"{100 * row['fraction']:.2g} %",
+        ])
+    return [
+        "## Roofline",
+        "",
+        f"Memory bandwidth measured in this run: {bandwidth['bytes_per_s'] / 1e9:.2f} GB/s ({bandwidth['method']}).",
+        "",
+        "Bytes per step count the least traffic an event-driven step needs: the weight rows of inputs that "
+        "spiked (read once, shared by the batch), each neuron's state read and written once, for STDP the "
+        "rows of inputs and columns of neurons that spiked (read and written) plus every trace, for delays "
+        "one scattered write per delivered synapse plus the current ring-buffer slot, and for W1 the lateral "
+        "inhibition of the neurons that spiked. Firing rates are the ones Ember measured. The limit is those "
+        "bytes divided by the measured bandwidth; Ember's fraction is that limit divided by Ember's time per "
+        "step. Working sets below the last-level cache run faster than memory bandwidth allows, so the limit "
+        "is only a guide there.",
+        "",
+        *_table(["case", "KiB per step", "terms (KiB)", "limit µs per step", "Ember µs per step", "Ember's fraction of the limit"], rows),
+        "",
+    ]
+
+
+def _differences_section(differences: dict[str, list[str]]) -> list[str]:
+    lines = ["## How each peer's model differs from Ember's", ""]
+    for name, items in differences.items():
+        lines.append(f"**{name}**")
+        lines.append("")
+        lines += [f"- {item}" for item in items]
+        lines.append("")
+    return lines
+
+
+def _versions_section(results: list[dict[str, Any]], envs: dict[str, Any]) -> list[str]:
+    seen: dict[str, tuple[str, dict[str, str]]] = {}
+    for record in results:
+        if record.get("versions") and record["framework"] not in seen:
+            seen[record["framework"]] = (record.get("python", ""), record["versions"])
+    lines = ["## Versions and environments", ""]
+    for name, (python, versions) in seen.items():
+        packages = ", ".join(f"{package} {version}" for package, version in versions.items())
+        lines.append(f"- {name}: Python {python}; {packages}")
+        for note in envs.get(name, {}).get("notes", []):
+            lines.append(f"  - {note}")
+    return [*lines, ""]
+
+
+def _device_text(device: str) -> str:
+    if device == "cpu":
+        return "the CPU"
+    return f"{device} for the PyTorch frameworks and the CPU for Brian2"
+
+
+def _load_lines(load: dict[str, float] | None) -> list[str]:
+    if not load:
+        return []
+    return [
+        f"One-minute load average: {load['start']:.2f} at the start of the run, {load['end']:.2f} at the end. "
+        "A load above the number of cores means other processes shared the CPU during the run, which slows "
+        "every framework and widens the spread between runs.",
+        "",
+    ]
+
+
+def _header(meta: dict[str, Any]) -> list[str]:
+    machine, protocol = meta["machine"], meta["protocol"]
+    return [
+        "# Benchmarks: Ember, Inferno, BindsNET and Brian2",
+        "",
+        f"Generated by `{meta['command']}` ({meta['mode']} run), {meta['started']} to {meta['finished']}. "
+        "Every number below comes from that one run; rerun the command to refresh this page.",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']:.0f} GiB memory, {machine['os']}.",
+        "",
+        *_load_lines(meta.get("load")),
+        "Protocol: each (framework, case) pair runs in a fresh process with 1 thread "
+        f"(`OMP_NUM_THREADS=1`, `torch.set_num_threads(1)`), float32, dt = {DT_MS:g} ms, on {_device_text(meta['device'])}. "
+        f"After a warm-up run, {protocol['repeats']} timed runs give the median. A framework whose runs would "
+        f"exceed {protocol['budget_s']:g} s per case gets shorter runs (noted per row). Timings cover the "
+        "simulation loop, input spike generation included, and leave out building the model; Brian2 C++ "
+        "standalone reports its binary's own run-loop time (the note gives the whole process).",
+        "",
+        "Memory: peak resident set size of the process that runs the simulation, imported libraries "
+        "included: VmHWM from /proc/self/status (the kernel's peak RSS of the process's own address space; "
+        "`ru_maxrss` would carry over the parent's peak through fork and exec). 'Above imports' subtracts "
+        "the value read after the imports. For Brian2 C++ standalone it is the compiled binary's own VmHWM, "
+        "written by code inserted at the end of its main().",
+        "",
+        "Ember runs twice on the CPU: as `Network.run` chooses (its native C kernels where the network "
+        "supports them, otherwise PyTorch; the notes say which) and with the PyTorch engine forced. The "
+        "summary compares the faster of the two.",
+        "",
+        "Units: W1 reports seconds per sample (250 steps of one sample; with a batch, the batch's time divided "
+        "by its size); W2 and W3 report seconds per 1000 steps of the whole batch. Sample-steps per second "
+        "counts steps times batch size.",
+        "",
+    ]
+
+
+def write_report(run: dict[str, Any]) -> str:
+    """Return BENCHMARKS.md for a run (see the module docstring for the run's layout)."""
+    results = run["results"]
+    lines = _header(run["meta"])
+    lines += _summary_section(results)
+    lines += ["## Results", "", OUTPUT_RATE_NOTE, ""]
+    for workload in ("W1", "W2", "W3"):
+        lines += _detail_section(results, workload)
+    lines += _not_measured_section(results, run.get("envs", {}), run.get("service"))
+    lines += _roofline_section(results, run["meta"]["bandwidth"])
+    lines += _differences_section(run.get("differences", {}))
+    lines += _versions_section(results, run.get("envs", {}))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write BENCHMARKS.md from a saved benchmark run.")
+    parser.add_argument("run", type=Path, help="the JSON file that benchmarks.run saved")
+    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"), help="where to write the report")
+    arguments = parser.parse_args(argv)
+    run = json.loads(arguments.run.read_text(encoding="utf-8"))
+    arguments.output.write_text(write_report(run), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
