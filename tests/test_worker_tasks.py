@@ -182,8 +182,13 @@ def _when_running(runtime: WorkerRuntime, job_id: str, action) -> threading.Thre
     return thread
 
 
+# Long enough that the native engine cannot finish it before a cancel or the
+# runtime limit takes effect (it runs a few million steps per second here).
+LONG_MS = 3_000_000.0
+
+
 def test_cancel_stops_running_job(runtime: WorkerRuntime) -> None:
-    job_id = add_job(runtime, simulation_spec(duration_ms=30000.0))
+    job_id = add_job(runtime, simulation_spec(duration_ms=LONG_MS))
 
     def ask_to_stop() -> None:
         with transaction(runtime.factory) as session:
@@ -194,20 +199,20 @@ def test_cancel_stops_running_job(runtime: WorkerRuntime) -> None:
     watcher.join()
     job = job_row(runtime, job_id)
     assert job.status == "cancelled"
-    assert 0 < job.progress_done < 30000
+    assert 0 < job.progress_done < LONG_MS
     # The records up to the stop and the checkpoint are kept.
     stored = database_store(runtime, job_id).read_spikes("raster")
-    assert 0 < stored.step.max() < 30000
+    assert 0 < stored.step.max() < LONG_MS
     assert database_store(runtime, job_id).load_checkpoint() is not None
 
 
 def test_runtime_limit_fails_job(runtime: WorkerRuntime) -> None:
     runtime.settings = runtime.settings.model_copy(update={"max_runtime_s": 0.05})
-    job_id = add_job(runtime, simulation_spec(duration_ms=30000.0))
+    job_id = add_job(runtime, simulation_spec(duration_ms=LONG_MS))
     assert execute_job(runtime, job_id, worker_name=WORKER) == "failed"
     job = job_row(runtime, job_id)
     assert job.error.startswith("the job ran past the runtime limit of 0.05 s (EMBER_MAX_RUNTIME_S) after ")
-    assert job.error.endswith("of 30000 units; its spike records and last checkpoint are kept")
+    assert job.error.endswith(f"of {int(LONG_MS)} units; its spike records and last checkpoint are kept")
     assert len(database_store(runtime, job_id).read_spikes("raster")) > 0
 
 

@@ -212,6 +212,12 @@ class ArrivalTracker(Stateful):
     synapse therefore costs a few elementwise operations per word, not one
     pass over the layout per step of delay.
 
+    NOTE: a fractional delay ``k + f`` delivers ``1 - f`` of the spike at step
+    ``k``, but the arrival is reported at step ``k + 1``. A postsynaptic spike
+    at step ``k`` caused by that first share therefore sees the input as
+    arriving ``f`` steps after it, so delay-adjusted STDP lengthens the delay
+    of the input that made the neuron fire. Integer delays are not affected.
+
     NOTE: arrival times use the delays at the time of arrival, while the
     connection delivers with the delay at emission. The two differ only for
     spikes in flight while a rule changes delays. If a delay shrinks by more
