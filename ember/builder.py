@@ -252,6 +252,62 @@ def all_but_matching_pairs(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return pre[keep], post[keep]
 
 
+def excludes_matching_as_lateral(spec: ConnectionSpec, pre: Shape, post: Shape, dt: float) -> bool:
+    """Return whether a dense connection with ``exclude_matching`` is built as a :class:`Lateral`.
+
+    A :class:`Lateral` holds the same synapses as the per-synapse (sparse)
+    form, ``i -> j`` for ``i != j``, as a matrix whose diagonal stays 0, and
+    the native kernels run it. It delivers after at least one step, so it is
+    used when pre and post have the same shape and every delay is at least
+    ``dt``; otherwise the connection is a :class:`Sparse`. Either way the
+    stored weights (:func:`parameter_tensors`) have the per-synapse shape
+    ``(size * (size - 1),)`` in the order of :func:`all_but_matching_pairs`.
+
+    Args:
+        spec: the connection spec.
+        pre: the presynaptic shape.
+        post: the postsynaptic shape.
+        dt: the step length in ms.
+    """
+    return (
+        isinstance(spec, DenseSpec)
+        and spec.exclude_matching
+        and tuple(pre) == tuple(post)
+        and spec.delay is not None
+        and spec.delay.min_ms >= dt
+    )
+
+
+def off_diagonal_matrix(values: torch.Tensor, diagonal: float) -> torch.Tensor:
+    """Lay per-synapse values in the order of :func:`all_but_matching_pairs` out as a square matrix.
+
+    Args:
+        values: ``(size * (size - 1),)`` values of the pairs ``i -> j``, ``i != j``.
+        diagonal: the value put on the diagonal.
+
+    Returns:
+        ``(size, size)``, ``matrix[i, j]`` the value of pair ``i -> j``.
+    """
+    size = math.isqrt(values.numel()) + 1
+    matrix = torch.full((size, size), float(diagonal), dtype=values.dtype, device=values.device)
+    matrix[~torch.eye(size, dtype=torch.bool, device=values.device)] = values
+    return matrix
+
+
+def off_diagonal_values(matrix: torch.Tensor) -> torch.Tensor:
+    """Return the off-diagonal entries of a square matrix in the order of :func:`all_but_matching_pairs`."""
+    size = matrix.shape[0]
+    return matrix[~torch.eye(size, dtype=torch.bool, device=matrix.device)]
+
+
+def _matrix_delays(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Return the connection arguments with a per-synapse delay laid out as a matrix (diagonal at the minimum)."""
+    delay = arguments.get("delay")
+    if isinstance(delay, torch.Tensor) and delay.dim() == 1:
+        arguments = dict(arguments, delay=off_diagonal_matrix(delay, arguments["min_delay"]))
+    return arguments
+
+
 def _sparse_pairs(spec: SparseSpec, name: str, pre: Shape, post: Shape, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw the pairs of a sparse connection: each pair independently with ``probability``."""
     generator = _generator(seed, _TOPOLOGY_STREAM, name)
@@ -316,6 +372,9 @@ def make_connection(
 
     what = f"connection {name!r}"
     if isinstance(spec, DenseSpec) and pairs is not None:
+        if excludes_matching_as_lateral(spec, pre, post, job.dt):
+            # The same synapses as the sparse form, held as a matrix with an empty diagonal.
+            return _wrap(what, Lateral, post, off_diagonal_matrix(weight, 0.0), **_matrix_delays(arguments))
         return _wrap(what, Sparse, pre, post, pairs[0], pairs[1], weight, **arguments)
     if isinstance(spec, DenseSpec):
         return _wrap(what, Dense, pre, post, weight, **arguments)
@@ -380,15 +439,25 @@ def parameter_tensors(built: BuiltNetwork) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
     network = built.network
     for name, connection in network.connections.items():
-        tensors[f"{name}.weight"] = connection.weight.detach().clone()
-        if connection.delay is not None:
-            tensors[f"{name}.delay"] = connection.delay.detach().clone()
+        per_synapse = _held_as_matrix(built, name)
+        for attribute in ("weight", "delay"):
+            value = getattr(connection, attribute)
+            if value is None:
+                continue
+            value = value.detach()
+            tensors[f"{name}.{attribute}"] = off_diagonal_values(value) if per_synapse else value.clone()
     for name in built.spec.populations:
         population = network.nodes[name]
         threshold = population.threshold.detach()
         if tuple(threshold.shape) == tuple(population.shape):
             tensors[f"{name}.threshold"] = threshold.clone()
     return tensors
+
+
+def _held_as_matrix(built: BuiltNetwork, name: str) -> bool:
+    """Return whether connection ``name`` holds per-synapse (``exclude_matching``) values as a square matrix."""
+    spec = built.spec.connections.get(name)
+    return isinstance(spec, DenseSpec) and spec.exclude_matching and isinstance(built.network.connections[name], Lateral)
 
 
 @torch.no_grad()
@@ -414,12 +483,18 @@ def load_parameters(built: BuiltNetwork, tensors: dict[str, torch.Tensor]) -> li
             target = getattr(network.connections[owner], attribute)
             if target is None:
                 raise BuildError(f"parameter {key!r}: connection {owner!r} has no {attribute}")
-            if tuple(target.shape) != tuple(tensor.shape):
+            per_synapse = _held_as_matrix(built, owner)
+            stored_shape = (target.shape[0] * (target.shape[0] - 1),) if per_synapse else tuple(target.shape)
+            if tuple(stored_shape) != tuple(tensor.shape):
                 raise BuildError(
                     f"parameter {key!r} has shape {tuple(tensor.shape)}, but the network's has shape "
-                    f"{tuple(target.shape)}; the parameters come from another network"
+                    f"{tuple(stored_shape)}; the parameters come from another network"
                 )
-            target.copy_(tensor.to(target.device, target.dtype))
+            if per_synapse:
+                keep = ~torch.eye(target.shape[0], dtype=torch.bool, device=target.device)
+                target[keep] = tensor.to(target.device, target.dtype)
+            else:
+                target.copy_(tensor.to(target.device, target.dtype))
             network.connections[owner].apply_bounds()
         elif owner in built.spec.populations and attribute == "threshold":
             population = network.nodes[owner]

@@ -150,3 +150,75 @@ def test_parameters_round_trip_into_network():
         load_parameters(target, {"qif.threshold": tensors["qif.threshold"]})
     with pytest.raises(BuildError, match="has shape"):
         load_parameters(target, {"dense.weight": torch.zeros(2, 2)})
+
+
+def _inhibition_network(delay: dict | None) -> dict:
+    """Poisson drive onto 5 LIF neurons that inhibit every other neuron of a second population."""
+    inhibition = {"type": "dense", "pre": "inh", "post": "exc", "exclude_matching": True,
+                  "weight": {"type": "uniform", "low": -3.0, "high": -1.0}}
+    excitation = {"type": "one_to_one", "pre": "exc", "post": "inh", "weight": 30.0}
+    if delay is not None:
+        inhibition["delay"] = delay
+    else:
+        excitation["delay"] = {"init": 1.0, "min_ms": 1.0}
+    return {
+        "inputs": {"noise": {"type": "background", "shape": [5], "rate_hz": 300.0}},
+        "populations": {"exc": {"type": "lif", "shape": [5]}, "inh": {"type": "lif", "shape": [5]}},
+        "connections": {
+            "drive": {"type": "dense", "pre": "noise", "post": "exc", "weight": 8.0},
+            "exc_inh": excitation,
+            "inh_exc": inhibition,
+        },
+    }
+
+
+def test_exclude_matching_with_delays_is_lateral_with_per_synapse_parameters():
+    """With delays of at least one step the connection is a Lateral (native), stored per synapse like the Sparse form."""
+    delay = {"init": {"type": "uniform", "low": 1.0, "high": 3.0}, "min_ms": 1.0}
+    built = build_network(validate_spec(job(_inhibition_network(delay), seed=3)))
+    connection = built.network.connections["inh_exc"]
+    assert type(connection) is Lateral
+    weight, delays = connection.weight.detach(), connection.delay.detach()
+    assert torch.equal(torch.diagonal(weight), torch.zeros(5))
+    stored = parameter_tensors(built)
+    assert stored["inh_exc.weight"].shape == (20,)
+    assert stored["inh_exc.delay"].shape == (20,)
+    # The per-synapse values are the matrix's off-diagonal entries in (pre, post) row order.
+    assert float(stored["inh_exc.weight"][0]) == float(weight[0, 1])
+    assert float(stored["inh_exc.weight"][4]) == float(weight[1, 0])
+    assert float(stored["inh_exc.delay"][19]) == float(delays[4, 3])
+
+    # The Sparse form (no delay given: it cannot be a Lateral) draws the same weights.
+    sparse = build_network(validate_spec(job(_inhibition_network(None), seed=3)))
+    assert type(sparse.network.connections["inh_exc"]) is Sparse
+    assert torch.equal(parameter_tensors(sparse)["inh_exc.weight"], stored["inh_exc.weight"])
+
+    # Round trip into a fresh network, and a tensor of the matrix shape is refused.
+    other = build_network(validate_spec(job(_inhibition_network(delay), seed=9)))
+    load_parameters(other, {"inh_exc.weight": stored["inh_exc.weight"], "inh_exc.delay": stored["inh_exc.delay"]})
+    assert torch.equal(other.network.connections["inh_exc"].weight.detach(), weight)
+    assert torch.equal(other.network.connections["inh_exc"].delay.detach(), delays)
+    with pytest.raises(BuildError, match=r"shape \(20,\)"):
+        load_parameters(other, {"inh_exc.weight": weight})
+
+
+def test_exclude_matching_lateral_spikes_like_sparse(monkeypatch):
+    """A Lateral built for exclude_matching gives the same spikes and weights as the Sparse form of the same synapses."""
+    import ember.builder
+
+    spec = validate_spec(job(_inhibition_network({"init": 1.0, "min_ms": 1.0}), seed=5))
+    spikes, kinds = [], []
+    for lateral in (True, False):
+        monkeypatch.setattr(ember.builder, "excludes_matching_as_lateral", lambda *arguments, keep=lateral: keep)
+        built = build_network(spec, batch_size=2)
+        network = built.network
+        kinds.append(type(network.connections["inh_exc"]))
+        network.nodes["noise"].set_data(torch.full((2, 5), 300.0))
+        record = []
+        for _ in range(80):
+            network.step()
+            record.append(network.nodes["exc"].spikes.clone())
+        spikes.append(torch.stack(record))
+    assert kinds == [Lateral, Sparse]
+    assert spikes[0].sum() > 10
+    assert torch.equal(spikes[0], spikes[1])
