@@ -318,6 +318,29 @@ def _header(meta: dict[str, Any]) -> list[str]:
     ]
 
 
+def _service_section(service: dict[str, Any] | None) -> list[str]:
+    """Describe the S1 measurement: the same job through ``ember serve`` and ``ember run``."""
+    if service is None or service.get("status") != "ok":
+        return []
+    overhead = 100.0 * (service["overhead_ratio"] - 1.0)
+    return [
+        "## S1: service overhead",
+        "",
+        f"The quick Diehl & Cook job with {service['train_samples']} training images, timed "
+        f"{service['repeats']} time(s) each way (minimum reported). `ember run` counts the whole process, "
+        "imports and data loading included; `ember serve` counts from the submit request to the first poll "
+        "that sees the job succeeded, with the server already running.",
+        "",
+        "| path | wall time (s) | accuracy |",
+        "|---|---|---|",
+        f"| `ember run` | {service['run_s']:.2f} | {service['run_accuracy']} |",
+        f"| `ember serve` (REST, embedded worker) | {service['serve_s']:.2f} | {service['serve_accuracy']} |",
+        "",
+        f"The service takes {overhead:+.1f} % against the local run.",
+        "",
+    ]
+
+
 def write_report(run: dict[str, Any]) -> str:
     """Return BENCHMARKS.md for a run (see the module docstring for the run's layout)."""
     results = run["results"]
@@ -326,6 +349,7 @@ def write_report(run: dict[str, Any]) -> str:
     lines += ["## Results", "", OUTPUT_RATE_NOTE, ""]
     for workload in ("W1", "W2", "W3"):
         lines += _detail_section(results, workload)
+    lines += _service_section(run.get("service"))
     lines += _not_measured_section(results, run.get("envs", {}), run.get("service"))
     lines += _roofline_section(results, run["meta"]["bandwidth"])
     lines += _differences_section(run.get("differences", {}))

@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             outcome = f"{record['seconds_per_unit']:.4g}" if record["status"] == "ok" else record["status"]
             print(f"{case.title:<24} {runner.label:<24} {outcome:<12} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
 
-    service = measure_service_overhead(protocol) if not only or "S1" in only else None
+    service = measure_service_overhead(protocol, quick=arguments.quick) if not only or "S1" in only else None
     run = {
         "meta": {
             "mode": "quick" if arguments.quick else "full",

@@ -454,3 +454,18 @@ def test_ember_forward_case_fires_in_expected_range():
     # Mean drive settles 20 mV above rest against a 15 mV gap (tau 20 ms, 2 ms refractory): about 35 Hz.
     assert 15.0 < rate < 60.0
     assert math.isfinite(rate)
+
+
+def test_service_section_reports_overhead():
+    from benchmarks.report import _service_section
+
+    record = {
+        "status": "ok", "train_samples": 1000, "repeats": 2, "run_s": 20.0, "serve_s": 21.0,
+        "overhead_ratio": 1.05, "run_accuracy": 0.78, "serve_accuracy": 0.78,
+    }
+    lines = _service_section(record)
+    assert lines[0] == "## S1: service overhead"
+    assert "| `ember run` | 20.00 | 0.78 |" in lines
+    assert "The service takes +5.0 % against the local run." in lines
+    assert _service_section({"status": "failed", "reason": "x"}) == []
+    assert _service_section(None) == []
