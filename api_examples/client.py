@@ -117,7 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=os.environ.get("EMBER_TOKEN"), help="an API token (EMBER_TOKEN)")
     args = parser.parse_args(argv)
 
-    spec = json.loads(Path(args.spec).read_text())
+    try:
+        spec = json.loads(Path(args.spec).read_text())
+    except OSError as error:
+        print(f"error: cannot read the spec {args.spec}: {error.strerror}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as error:
+        print(f"error: {args.spec} is not valid JSON: {error}", file=sys.stderr)
+        return 2
     client = EmberClient(args.url, args.token)
     try:
         estimate = client.validate(spec)["estimate"]
@@ -134,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"saved {path}")
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as error:
+        print(f"error: cannot reach the Ember service at {args.url} ({error}); start it with `ember serve` or set --url", file=sys.stderr)
         return 1
     finally:
         client.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import shutil
 import subprocess
 import sys
 import time
@@ -59,6 +60,9 @@ def wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 120.0
 def main() -> int:
     spec_path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("diehl_cook_quick.json")
     data_dir = Path("ember-demo-data").resolve()
+    if data_dir.exists():
+        # A demo starts clean: a job left by an interrupted demo would resume first.
+        shutil.rmtree(data_dir)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     print(f"starting ember serve on {url} (data in {data_dir})")
@@ -97,4 +101,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("demo interrupted; the server was stopped", file=sys.stderr)
+        sys.exit(130)

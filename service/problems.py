@@ -145,11 +145,23 @@ def validation_problem(error: RequestValidationError) -> Problem:
     errors = []
     for item in error.errors():
         loc = item.get("loc", ())
+        rule = item.get("type", "invalid")
+        message = item.get("msg", "invalid value")
+        path = _parameter_path(loc)
+        if rule == "json_invalid":
+            # FastAPI puts the character offset where a JSON path would be.
+            reason = (item.get("ctx") or {}).get("error", "")
+            offset = loc[-1] if loc and isinstance(loc[-1], int) else None
+            where = f" at character {offset}" if offset is not None else ""
+            message = f"the request body is not valid JSON{where}: {reason}; send a JSON document".rstrip(": ")
+            path = "$"
+        elif rule in ("dict_type", "model_attributes_type") and tuple(loc) == ("body",):
+            message = f"{message}; send the spec as a JSON object with Content-Type: application/json"
         errors.append(
             {
-                "path": _parameter_path(loc),
-                "rule": item.get("type", "invalid"),
-                "message": item.get("msg", "invalid value"),
+                "path": path,
+                "rule": rule,
+                "message": message,
                 "value": _show_value(item.get("input")),
             }
         )

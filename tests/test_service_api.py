@@ -144,6 +144,15 @@ def test_validate_invalid_json(api: Api) -> None:
     response = api.client.post("/v1/validate", content=b'{"kind": ', headers={**api.headers("alice"), "Content-Type": "application/json"})
     body = problem(response, 422)
     assert body["errors"][0]["rule"] == "json_invalid"
+    assert body["errors"][0]["path"] == "$"
+    assert body["errors"][0]["message"].startswith("the request body is not valid JSON at character 9")
+
+
+def test_validate_body_without_json_content_type(api: Api) -> None:
+    response = api.client.post("/v1/validate", content=b'{"kind": "simulate"}', headers=api.headers("alice"))
+    body = problem(response, 422)
+    assert body["errors"][0]["path"] == "$"
+    assert "Content-Type: application/json" in body["errors"][0]["message"]
 
 
 def test_validate_oversized_network(api: Api) -> None:

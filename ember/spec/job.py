@@ -173,6 +173,34 @@ class RecordSpec(SpecModel):
     plots: bool = Field(True, description="draw plots/*.png")
 
 
+class LowActivityRetrySpec(SpecModel):
+    """Show a sample again, with stronger input, when a population fires too little for it.
+
+    Diehl and Cook (2015) present an image again, with the input rates raised,
+    when the excitatory layer fires fewer than 5 spikes for it. After each
+    presentation the runner counts the spikes of ``population`` per sample;
+    every sample with fewer than ``min_spikes`` is presented again, from a
+    reset state as a new sample would be, with the rate of a full-intensity
+    input unit (``max_rate_hz`` of each Poisson data input) raised by
+    ``rate_increase_hz`` per retry, until it reaches ``min_spikes`` or has
+    been retried ``max_retries`` times. The spike counts of the last
+    presentation are the sample's counts. Learning stays as in the phase (on
+    in training), and retries are not recorded by spike monitors.
+
+    Retry ``r`` (from 1) of a batch whose first sample is number ``n`` sets
+    the network's ``sample_key`` to ``n + r * N``, with ``N`` the job's total
+    number of samples, so its random draws differ from those of every other
+    presentation and are the same in every run.
+    """
+
+    population: str = Field(description="the population whose spikes are counted per sample")
+    min_spikes: int = Field(5, ge=1, description="spikes per sample below which the sample is shown again")
+    rate_increase_hz: float = Field(
+        gt=0.0, le=10_000.0, description="rise of the full-intensity input rate per retry, in Hz"
+    )
+    max_retries: int = Field(5, ge=1, le=100, description="most presentations of one sample after its first")
+
+
 class JobSpec(SpecModel):
     """A complete job: the network, the data, the schedule and what to record.
 
@@ -217,6 +245,9 @@ class JobSpec(SpecModel):
     dtype: Literal["float32", "float64"] = "float32"
     checkpoint_every: int | None = Field(None, ge=1, description="samples between checkpoints; null: only when cancelled")
     record: RecordSpec = Field(default_factory=RecordSpec)
+    low_activity_retry: LowActivityRetrySpec | None = Field(
+        None, description="present samples again with stronger input when a population fires too little; null: off"
+    )
     initial_parameters: str | None = Field(
         None, description="a parameters.safetensors file whose tensors replace the initial ones (local runs)"
     )
@@ -225,7 +256,7 @@ class JobSpec(SpecModel):
 
     @model_validator(mode="after")
     def _check_job(self, info: ValidationInfo) -> JobSpec:
-        problems = self._schedule_problems() + self._readout_problems()
+        problems = self._schedule_problems() + self._readout_problems() + self._retry_problems()
         if problems:
             raise spec_errors(problems)
         cycle = self.network.cycle_without_delay(self.dt)
@@ -295,6 +326,36 @@ class JobSpec(SpecModel):
                 )
         return problems
 
+    def _retry_problems(self) -> list[tuple[str, str, tuple, Any]]:
+        retry = self.low_activity_retry
+        if retry is None:
+            return []
+        problems: list[tuple[str, str, tuple, Any]] = []
+        if retry.population not in self.network.populations:
+            problems.append(
+                (
+                    "unknown_population",
+                    f"population {retry.population!r} is not in the network; name one of {sorted(self.network.populations)}",
+                    ("low_activity_retry", "population"),
+                    retry.population,
+                )
+            )
+        if self.data is None:
+            problems.append(
+                ("data_required", "low_activity_retry presents data samples again, so the job needs a 'data' section", ("low_activity_retry",), None)
+            )
+        elif not any(spec.type == "poisson" and spec.data_driven for spec in self.network.inputs.values()):
+            problems.append(
+                (
+                    "poisson_input_required",
+                    "low_activity_retry raises the rate of Poisson data inputs, but the network has none; "
+                    "add an input of type poisson or remove low_activity_retry",
+                    ("low_activity_retry",),
+                    None,
+                )
+            )
+        return problems
+
     def _check_limits(self, limits: Limits) -> None:
         estimate = self.estimate()
         checks = [
@@ -311,7 +372,8 @@ class JobSpec(SpecModel):
         problems = [
             (
                 "limit_exceeded",
-                f"the job has {value:,} {what}, above the limit of {limit:,}; make the job smaller or raise {variable}",
+                f"the job has {_quantity(value, what)}, above the limit of {_quantity(limit, what)}; "
+                f"make the job smaller or raise {variable}",
                 loc,
                 value,
             )
@@ -368,12 +430,17 @@ class JobSpec(SpecModel):
         """Return a SHA-256 of the parts of the spec that determine the results.
 
         ``name``, ``tags``, ``device``, ``checkpoint_every`` and ``record`` do
-        not enter it, so a job may be resumed with other values of these.
+        not enter it, so a job may be resumed with other values of these. An
+        absent ``low_activity_retry`` does not enter it either, so specs
+        without it keep the fingerprint they had before the option existed.
         """
         import hashlib
         import json
 
-        document = self.model_dump(mode="json", exclude={"name", "tags", "device", "checkpoint_every", "record"})
+        excluded = {"name", "tags", "device", "checkpoint_every", "record"}
+        if self.low_activity_retry is None:
+            excluded.add("low_activity_retry")
+        document = self.model_dump(mode="json", exclude=excluded)
         return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -394,3 +461,13 @@ def _limited(count: int | None, size: int | None) -> int:
 def steps_of(duration_ms: float, dt: float) -> int:
     """Return ``duration_ms / dt`` as a whole number of steps (validated specs only)."""
     return int(math.floor(duration_ms / dt + 0.5))
+
+
+def _quantity(value: int, what: str) -> str:
+    """Format a size for a limit message: bytes in GiB/TiB for memory, else a count with its noun."""
+    if what != "memory":
+        return f"{value:,} {what}"
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if value >= size:
+            return f"{value / size:,.1f} {unit} of estimated memory ({value:,} bytes)"
+    return f"{value:,} bytes of estimated memory"
