@@ -302,7 +302,10 @@ static void FN(emit)(const Net *net, const Conn *c, const Scratch *w, int64_t no
 /* The constants of one weight update, in REAL, held in registers through the loops. */
 typedef struct {
     REAL factor, batch, bound_min, bound_max, w_min, w_max;
+    /* The same bounds with an absent one as -inf or +inf, for the branch-free loops. */
+    REAL low_bound, high_bound, low_w, high_w;
     int mean, bounds, has_bound_min, has_bound_max, has_w_min, has_w_max;
+    int hard; /* hard bounds with at least one bound: delta becomes clamp(w + delta) - w */
     int outside; /* an updated weight ended outside the rule's bounds */
 } FN(Update);
 
@@ -320,6 +323,13 @@ static FN(Update) FN(update_constants)(const Rule *r, double factor, int batch) 
     u.has_bound_max = r->has_bound_max;
     u.has_w_min = r->has_w_min;
     u.has_w_max = r->has_w_max;
+    u.hard = r->bounds == BOUNDS_HARD && (r->has_bound_min || r->has_bound_max);
+    /* x < -inf and x > +inf are false for every x, NaN included, so an infinite bound clamps nothing. */
+    const int checked = r->bounds != BOUNDS_NONE;
+    u.low_bound = checked && r->has_bound_min ? u.bound_min : (REAL)-INFINITY;
+    u.high_bound = checked && r->has_bound_max ? u.bound_max : (REAL)INFINITY;
+    u.low_w = r->has_w_min ? u.w_min : (REAL)-INFINITY;
+    u.high_w = r->has_w_max ? u.w_max : (REAL)INFINITY;
     u.outside = 0;
     return u;
 }
@@ -352,6 +362,48 @@ static inline void FN(update_weight)(FN(Update) *u, REAL *target, REAL total) {
     if (u->bounds != BOUNDS_NONE &&
         ((u->has_bound_min && weight < u->bound_min) || (u->has_bound_max && weight > u->bound_max)))
         u->outside = 1;
+}
+
+/*
+ * update_weight for hard bounds or none (not soft bounds), without branches
+ * so that the compiler can vectorise the loops that call it. An absent
+ * bound is an infinite one, which clamps nothing. Returns the new weight;
+ * `outside` gets 1 when it lies outside the rule's bounds.
+ */
+static inline REAL FN(update_plain)(const FN(Update) *u, int mean, int hard, REAL weight, REAL total, int *outside) {
+    REAL delta = mean ? total / u->batch : total;
+    delta = delta * u->factor;
+    if (hard) {
+        REAL moved = weight + delta;
+        moved = moved < u->low_bound ? u->low_bound : moved;
+        moved = moved > u->high_bound ? u->high_bound : moved;
+        delta = moved - weight;
+    }
+    REAL updated = weight + delta;
+    updated = updated < u->low_w ? u->low_w : updated;
+    updated = updated > u->high_w ? u->high_w : updated;
+    *outside |= (updated < u->low_bound) | (updated > u->high_bound);
+    return updated;
+}
+
+/* Apply the updates of totals[0 .. n) to row[0 .. n): update_weight over a contiguous run. */
+static void FN(update_run)(FN(Update) *u, REAL *row, const REAL *totals, int n) {
+    int outside = 0;
+    if (u->bounds == BOUNDS_SOFT) {
+        for (int j = 0; j < n; j++) FN(update_weight)(u, row + j, totals[j]);
+        return;
+    }
+    /* One loop per (mean, hard) pair, so that each one vectorises without tests inside. */
+    if (u->mean && u->hard) {
+        for (int j = 0; j < n; j++) row[j] = FN(update_plain)(u, 1, 1, row[j], totals[j], &outside);
+    } else if (u->mean) {
+        for (int j = 0; j < n; j++) row[j] = FN(update_plain)(u, 1, 0, row[j], totals[j], &outside);
+    } else if (u->hard) {
+        for (int j = 0; j < n; j++) row[j] = FN(update_plain)(u, 0, 1, row[j], totals[j], &outside);
+    } else {
+        for (int j = 0; j < n; j++) row[j] = FN(update_plain)(u, 0, 0, row[j], totals[j], &outside);
+    }
+    u->outside |= outside;
 }
 
 /*
@@ -399,9 +451,11 @@ static void FN(depress)(const Net *net, Rule *r, Scratch *w) {
             const REAL *sample_trace = trace + (size_t)b * P;
             for (int j = 0; j < P; j++) sums[j] += sample_trace[j];
         }
-        for (int j = 0; j < P; j++) {
-            if (lateral && j == i) continue;
-            FN(update_weight)(&u, row + j, sums[j]);
+        if (lateral) {
+            FN(update_run)(&u, row, sums, i);
+            FN(update_run)(&u, row + i + 1, sums + i + 1, P - i - 1);
+        } else {
+            FN(update_run)(&u, row, sums, P);
         }
     }
     r->full_pass = u.outside;
@@ -442,6 +496,43 @@ static void FN(potentiate)(const Net *net, Rule *r, Scratch *w) {
             }
         }
         for (int k = 0; k < n_columns; k++) w->column_mark[w->columns[k]] = 0;
+    }
+
+    if (B == 1 && u.bounds != BOUNDS_SOFT) {
+        /* With one sample the pair sum of weight (i, j) is 0 + x_pre[i] * post[j], so no scratch sums are needed. */
+        REAL *post = sums;
+        int32_t *columns = w->columns;
+        for (int m = 0; m < n_columns; m++) {
+            const int j = columns[m];
+            post[m] = gate ? post_spikes[j] * gate[j] : post_spikes[j];
+        }
+        int outside = 0;
+        for (int i = 0; i < I; i++) {
+            REAL *row = weight + (size_t)i * P;
+            const REAL x = pre_trace[i];
+            if (lateral) {
+                for (int m = 0; m < n_columns; m++) {
+                    const int j = columns[m];
+                    if (j == i) continue;
+                    const REAL total = post[m] == 0 ? (REAL)0 : (REAL)0 + x * post[m];
+                    row[j] = FN(update_plain)(&u, u.mean, u.hard, row[j], total, &outside);
+                }
+            } else if (u.hard) {
+                for (int m = 0; m < n_columns; m++) {
+                    const int j = columns[m];
+                    const REAL total = post[m] == 0 ? (REAL)0 : (REAL)0 + x * post[m];
+                    row[j] = FN(update_plain)(&u, u.mean, 1, row[j], total, &outside);
+                }
+            } else {
+                for (int m = 0; m < n_columns; m++) {
+                    const int j = columns[m];
+                    const REAL total = post[m] == 0 ? (REAL)0 : (REAL)0 + x * post[m];
+                    row[j] = FN(update_plain)(&u, u.mean, 0, row[j], total, &outside);
+                }
+            }
+        }
+        r->full_pass = outside;
+        return;
     }
 
     for (int first = 0; first < n_columns; first += 64) {
