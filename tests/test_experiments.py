@@ -87,10 +87,11 @@ def test_delay_learning_rdk(tmp_path):
     assert "direction_selectivity" in DirectoryStore(tmp_path).list_plots()
 
 
-#: Measured with api_examples/delay_learning_rdk.json: 3 distinct preferred directions
-#: and a best index of 1.0 at seed 0, 3 and 0.52 at seed 1.
+#: Measured with api_examples/delay_learning_rdk.json at seed 0: 3 distinct preferred
+#: directions and a best index of 0.40 (arrivals counted causal from the step their
+#: first share is delivered).
 RDK_DISTINCT_DIRECTIONS = 3
-RDK_BEST_SELECTIVITY = 0.5
+RDK_BEST_SELECTIVITY = 0.35
 
 
 def test_diehl_cook_delays_smoke(tmp_path):

@@ -63,12 +63,62 @@ def test_same_step_counts_as_causal():
     assert float(connection.delay) == pytest.approx(2.0 - 0.8, abs=1e-12)
 
 
+def test_first_share_that_fires_the_neuron_counts_as_causal():
+    # Delay 3.2 steps delivers 0.8 of the spike at step 3 and 0.2 at step 4; the neuron fires at step 3.
+    connection, pre, post, rule = single_synapse(3.2, b_minus=0.8, tau_minus=5.0, b_plus=1.0, tau_plus=5.0)
+    history = play(rule, pre, post, {0}, {3}, 6, record=connection)
+    # Causal with Δt = max(3 - 3.2, 0) = 0: shortened by the full b_minus at step 3, then unchanged.
+    assert history[2] == pytest.approx(3.2, abs=1e-12)
+    assert history[3] == pytest.approx(3.2 - 0.8, abs=1e-12)
+    assert history[5] == history[3]
+
+
+def test_later_spike_uses_exact_fractional_arrival():
+    connection, pre, post, rule = single_synapse(3.2, b_minus=0.8, tau_minus=5.0)
+    play(rule, pre, post, {0}, {4}, 6)
+    # Reported at step 3, the arrival keeps its exact time 3.2 for a spike at step 4: Δt = 0.8 ms.
+    assert float(connection.delay) == pytest.approx(3.2 - 0.8 * math.exp(-0.8 / 5.0), abs=1e-12)
+
+
+def test_anti_causal_fractional_arrival_uses_exact_time():
+    connection, pre, post, rule = single_synapse(3.2, b_plus=0.6, tau_plus=4.0)
+    play(rule, pre, post, {0}, {2}, 6)
+    # The neuron fires at step 2, before delivery starts at step 3: Δt = 2 - 3.2 = -1.2 ms.
+    assert float(connection.delay) == pytest.approx(3.2 + 0.6 * math.exp(-1.2 / 4.0), abs=1e-12)
+
+
+def test_input_that_fires_the_neuron_through_its_first_share_is_shortened():
+    # Regression: one input, threshold 0.5 mV, delay 3.2 ms at dt = 1 ms. The 0.8 mV share at step 3 fires
+    # the neuron; the rule used to time the arrival at 3.2 ms, call it anti-causal and lengthen the delay.
+    net = Network(dt=1.0, seed=0)
+    source = net.add("input", PatternInput(1, dt=1.0))
+    net.add("neuron", LIF(1, dt=1.0, tau_mem=1e6, v_rest=0.0, v_reset=0.0, v_threshold=0.5, refractory_period=20.0))
+    link = net.connect("link", "input", "neuron", Dense(1, 1, torch.ones(1, 1), dt=1.0, delay=3.2, max_delay=20.0))
+    net.add_rule("delays", DelayAdjustedSTDP(b_minus=1.0, b_plus=1.0, tau_minus=5.0, tau_plus=5.0), "link")
+    frames = torch.zeros(20, 1, 1)
+    frames[0] = 1.0
+    first_spikes, delays = [], []
+    for _ in range(3):
+        net.reset_state()
+        source.set_data(frames)
+        spikes = []
+        for step in range(20):
+            net.step()
+            if float(net.nodes["neuron"].spikes.sum()) > 0:
+                spikes.append(step)
+        first_spikes.append(spikes[0])
+        delays.append(float(link.delay))
+    assert first_spikes == [3, 2, 1]
+    assert delays == pytest.approx([2.2, 1.2, 0.2], abs=1e-5)
+
+
 def test_updates_only_at_events():
     connection, pre, post, rule = single_synapse(3.0, b_minus=0.5, tau_minus=5.0, b_plus=0.5, tau_plus=5.0)
     history = play(rule, pre, post, {0, 12}, {6}, 20, record=connection)
     changed = [step for step in range(1, 20) if history[step] != history[step - 1]]
-    # Post spike at 6 (pairs with the arrival at 3); arrival of the second spike at 12 + d (anti-causal).
-    arrival = 12 + math.ceil(history[6])
+    # Post spike at 6 (pairs with the arrival at 3); the second spike is reported at 12 + floor(d),
+    # the step in which its delivery starts (anti-causal).
+    arrival = 12 + math.floor(history[6])
     assert changed == [6, arrival]
     assert history[0] == 3.0
 
@@ -217,3 +267,69 @@ def test_pattern_delays_unchanged_without_learning():
     net.learning(False)
     train(net, source, offsets, generator, presentations=5)
     assert bool((link.delay == INITIAL_DELAY).all())
+
+
+# --------------------------------------------------------------------------- requirement: a pattern inside noise
+
+ALIGN_STEPS = 80
+ALIGN_INITIAL_DELAY = 30.0
+ALIGN_PRESENTATIONS = 60
+ALIGN_RATE_HZ = 0.5
+
+
+def alignment_network(seed):
+    """12 pattern + 10 noise inputs -> one LIF that needs all 12 pattern inputs to fire, all delays 30 ms.
+
+    The membrane barely leaks (tau_m 1e6 ms) and each input adds 1 mV, so the
+    threshold of 11.99 mV is reached only once every pattern input (or a noise
+    spike standing in for one) has arrived: every pattern input is causal.
+    Pattern offsets are spread evenly over 0..20 ms in a random order.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    inputs = PATTERN + NOISE_INPUTS
+    offsets = torch.linspace(0.0, 20.0, PATTERN, dtype=torch.float64).round()[torch.randperm(PATTERN, generator=generator)]
+    net = Network(dt=1.0, seed=seed)
+    source = net.add("input", PatternInput(inputs, dt=1.0))
+    net.add("neuron", LIF(1, dt=1.0, tau_mem=1e6, v_rest=0.0, v_reset=0.0, v_threshold=PATTERN - 0.01,
+                          refractory_period=float(ALIGN_STEPS)))
+    link = net.connect("link", "input", "neuron",
+                       Dense(inputs, 1, torch.ones(inputs, 1), dt=1.0, delay=ALIGN_INITIAL_DELAY, max_delay=40.0))
+    net.add_rule("delays", DelayAdjustedSTDP(b_minus=B, b_plus=B, tau_minus=5.0, tau_plus=5.0, stop_below=STOP_BELOW), "link")
+    return net, source, link, offsets, generator
+
+
+def align(seed, *, learn):
+    """Train (or only run) the alignment network; return the pattern offsets and final delays (ms)."""
+    net, source, link, offsets, generator = alignment_network(seed)
+    net.learning(learn)
+    inputs = PATTERN + NOISE_INPUTS
+    for _ in range(ALIGN_PRESENTATIONS):
+        frames = (torch.rand(ALIGN_STEPS, 1, inputs, generator=generator) < ALIGN_RATE_HZ * 1e-3).float()
+        frames[(ONSET + offsets).long(), 0, torch.arange(PATTERN)] = 1.0
+        net.reset_state()
+        source.set_data(frames)
+        with torch.no_grad():
+            net.run(ALIGN_STEPS)
+    return offsets, link.delay.detach()[:, 0].double()
+
+
+def test_delays_align_every_pattern_input_inside_noise():
+    # Seed 2 also fails with the old arrival timing (spread 9.4 ms), which lengthened inputs that fired the neuron.
+    offsets, delay = align(seed=2, learn=True)
+    pattern_delay = delay[:PATTERN]
+    arrival = offsets + pattern_delay
+    spread_before = float(offsets.max() - offsets.min())  # all delays start equal
+    spread_after = float(arrival.max() - arrival.min())
+    correlation = float(np.corrcoef(pattern_delay.numpy(), offsets.numpy())[0, 1])
+
+    assert spread_before == 20.0
+    assert spread_after <= 0.3 * spread_before
+    assert correlation < -0.9
+    assert float(delay.min()) >= STOP_BELOW - B
+
+
+def test_alignment_needs_the_rule():
+    offsets, delay = align(seed=2, learn=False)
+    arrival = offsets + delay[:PATTERN]
+    assert bool((delay == ALIGN_INITIAL_DELAY).all())
+    assert float(arrival.max() - arrival.min()) == 20.0

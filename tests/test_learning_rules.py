@@ -149,17 +149,20 @@ def synapse_spikes(connection, pre_raster, post_raster, *, use_delays):
 
 
 def count_step(time: float) -> int:
-    """The step at which an arrival at ``time`` (steps) counts: the first step at or after it."""
-    return int(math.ceil(time - 1e-9))
+    """The step at which an arrival at ``time`` (steps) counts: the step in which its delivery starts."""
+    return int(math.floor(time + 1e-9))
 
 
 def trace(times, at, tau, mode="all_to_all"):
-    """The value at time ``at`` (steps) of a trace fed by ``times`` (each adds 1, or sets 1 for nearest)."""
+    """The value at time ``at`` (steps) of a trace fed by ``times`` (each adds 1, or sets 1 for nearest).
+
+    An arrival later than ``at`` within the same step counts with a time difference of 0.
+    """
     if not times:
         return 0.0
     if mode == "nearest":
-        return math.exp(-(at - max(times)) * DT / tau)
-    return sum(math.exp(-(at - time) * DT / tau) for time in times)
+        return math.exp(-max(at - max(times), 0.0) * DT / tau)
+    return sum(math.exp(-max(at - time, 0.0) * DT / tau) for time in times)
 
 
 def before(times, step):
@@ -242,7 +245,7 @@ def reference_kernel_rule(rule, connection, pre_raster, post_raster, use_delays)
         for post in posts:
             arrivals_so_far = arrived_by(arrivals, post)
             if arrivals_so_far:
-                delta_t = (post - max(arrivals_so_far)) * DT
+                delta_t = max(post - max(arrivals_so_far), 0.0) * DT
                 events.append((post, 1, widx, float(kernel(torch.tensor([delta_t], dtype=torch.float64))[0])))
     return apply_events(connection, events, rule.reduce)
 
@@ -285,7 +288,7 @@ def reference_delay_rule(rule, connection, pre_raster, post_raster):
         for post in posts:
             arrivals_so_far = arrived_by(arrivals, post)
             if arrivals_so_far:
-                delta_t = (post - max(arrivals_so_far)) * DT
+                delta_t = max(post - max(arrivals_so_far), 0.0) * DT
                 delay_events[(post, widx)] -= rule.b_minus * math.exp(-delta_t / rule.tau_minus)
                 weight_events[(post, widx)] += rule.a_plus * math.exp(-delta_t / rule.weight_tau_plus)
     delay = connection.delay.detach().clone()

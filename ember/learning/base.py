@@ -196,13 +196,19 @@ def _zeros(connection: Connection, batch: int, shape: Sequence[int]) -> torch.Te
 class ArrivalTracker(Stateful):
     """Presynaptic spikes as they arrive at each synapse through the connection's delays.
 
-    At step ``t`` a spike emitted at step ``e`` has arrived at synapse ``s``
-    once ``e + d_s <= t``, with ``d_s`` the synapse's current delay in
-    (fractional) steps. A spike that arrives between two steps is reported
-    at the first step at or after its arrival, together with its *lateness*
-    ``t - (e + d_s)`` in steps, so rules can use its exact arrival time.
-    Each arrival is reported once: the tracker remembers, per synapse, the
-    emission step of the last spike it reported.
+    A spike emitted at step ``e`` reaches synapse ``s`` at the exact time
+    ``e + d_s`` (in steps), with ``d_s`` the synapse's current delay in
+    (fractional) steps. The tracker reports it at the step in which the
+    connection starts to deliver it: a delay ``k + f`` (``0 < f < 1``)
+    delivers ``1 - f`` of the weight at step ``e + k`` and ``f`` at step
+    ``e + k + 1``, so the spike is reported at step ``e + k``, the floor of
+    its arrival time. A postsynaptic spike in that step may be caused by the
+    first share, so rules pair it with the input as causal. Together with
+    each spike the tracker returns its *lateness* ``t - (e + d_s)`` in steps,
+    so rules can use its exact arrival time; at the reporting step the
+    lateness lies in ``(-1, 0]``, negative while the last share is still to
+    come. Each arrival is reported once: the tracker remembers, per synapse,
+    the emission step of the last spike it reported.
 
     The spikes of each presynaptic neuron over the last ``horizon`` steps are
     kept as bits, bit ``k`` of the history being the spike of ``k`` steps
@@ -211,12 +217,6 @@ class ArrivalTracker(Stateful):
     represents such integers exactly. Finding the newest due spike of every
     synapse therefore costs a few elementwise operations per word, not one
     pass over the layout per step of delay.
-
-    NOTE: a fractional delay ``k + f`` delivers ``1 - f`` of the spike at step
-    ``k``, but the arrival is reported at step ``k + 1``. A postsynaptic spike
-    at step ``k`` caused by that first share therefore sees the input as
-    arriving ``f`` steps after it, so delay-adjusted STDP lengthens the delay
-    of the input that made the neuron fire. Integer delays are not affected.
 
     NOTE: arrival times use the delays at the time of arrival, while the
     connection delivers with the delay at emission. The two differ only for
@@ -290,16 +290,19 @@ class ArrivalTracker(Stateful):
 
         Returns:
             ``(arrived, lateness)``, both of shape ``(batch, *layout)``.
-            ``arrived`` is 1.0 where a spike reached the synapse after step
-            ``step - 1`` and at or before ``step``, else 0.0. ``lateness`` is
-            ``step`` minus the exact arrival time in steps, 0 where nothing
+            ``arrived`` is 1.0 where the connection starts to deliver a
+            spike at ``step`` (its exact arrival time is after ``step - 1``
+            and before ``step + 1``), else 0.0. ``lateness`` is ``step``
+            minus the exact arrival time in steps, in ``(-1, 0]`` unless a
+            delay shrank while the spike was in flight, and 0 where nothing
             arrived. It is ``None`` when every delay is a whole number of
             steps, because then every lateness is 0.
         """
         self._record(step, spikes.detach())
         connection = self.connection
         delay = connection.per_synapse(connection.delay_steps().detach().to(self.dtype))
-        first_due = torch.ceil(delay).to(torch.long)
+        # ``delay_steps`` snaps near-whole delays, so this is the first step the connection delivers to.
+        first_due = torch.floor(delay).to(torch.long)
         # Ages below ``unreported`` belong to spikes emitted after the last reported one.
         unreported = step - self.reported
         shape = (self.batch_size, *self.layout)
@@ -488,7 +491,10 @@ class SpikeTimingRule(LearningRule):
     the presynaptic traces take in this step's spikes, postsynaptic events
     read those traces (potentiation), and the postsynaptic traces take in
     this step's spikes. A pair whose two spikes fall in the same step therefore
-    counts as causal (post after pre). The depression update is applied
+    counts as causal (post after pre). With a fractional delay a spike falls
+    in the step in which the connection starts to deliver it, so a
+    postsynaptic spike caused by its first share pairs with it as causal with
+    ``Δt = 0`` (see :meth:`causal_read`). The depression update is applied
     before the potentiation update, each followed by the bounds.
 
     Args:
@@ -559,6 +565,24 @@ class SpikeTimingRule(LearningRule):
         if lateness is None:
             return events
         return events * torch.exp(-lateness * (self.dt / tau))
+
+    def causal_read(self, trace: torch.Tensor, increments: torch.Tensor, lateness: torch.Tensor | None) -> torch.Tensor:
+        """Return a presynaptic trace, this step's events included, as a postsynaptic spike of this step reads it.
+
+        An event reported at this step with negative lateness (a fractional
+        delay whose delivery started at this step) adds more than 1.0 to
+        the trace, its exact value at later steps. A postsynaptic spike of
+        this step pairs with it as causal with ``Δt = max(t_post - t_arrival, 0)``,
+        so its contribution is capped at 1.0 here.
+
+        Args:
+            trace: the trace after this step's events.
+            increments: what this step's events added (:meth:`event_values`).
+            lateness: the events' lateness in steps, or ``None``.
+        """
+        if lateness is None:
+            return trace
+        return trace - (increments - increments.clamp(max=1.0))
 
     def readout(self, events: torch.Tensor, lateness: torch.Tensor | None, tau: float) -> torch.Tensor:
         """Return the factor ``exp(+lateness * dt / tau)`` per event.

@@ -53,7 +53,13 @@ class DelayAdjustedSTDP(SpikeTimingRule):
     Pairs use the nearest spikes. Presynaptic spikes are timed at their
     arrival through the current delays (see
     :class:`~ember.learning.base.ArrivalTracker`), at their exact fractional
-    arrival time. Updates are reduced over the batch by ``reduce``.
+    arrival time. An input counts from the step in which the connection
+    starts to deliver it: with a delay ``k + f`` that is step ``k`` after
+    emission, where ``1 - f`` of the weight arrives. A postsynaptic spike in
+    that step therefore pairs with the input as causal, with
+    ``Δt = max(t_post - (t_pre + d), 0) = 0``, and the delay is shortened by
+    the full ``b_minus``. Later spikes use the exact ``Δt``. Updates are
+    reduced over the batch by ``reduce``.
 
     Args:
         b_minus: the largest delay decrease per event in ms, at least 0, default 1.0.
@@ -166,7 +172,8 @@ class DelayAdjustedSTDP(SpikeTimingRule):
         # Postsynaptic spikes after the last arrival, this step's included: Δt = t_post - t_arrival >= 0.
         has_arrival = torch.isfinite(arrival_age)
         causal = has_arrival.to(self.dtype) * connection.postsynaptic(post_spikes) * self.mask
-        causal_dt = torch.where(causal > 0, arrival_age, torch.zeros_like(arrival_age)) * self.dt
+        # An arrival whose delivery started at this step (negative age) pairs with Δt = 0.
+        causal_dt = torch.where(causal > 0, arrival_age.clamp(min=0.0), torch.zeros_like(arrival_age)) * self.dt
         post_age = torch.where(post_spikes > 0, torch.zeros_like(post_age), post_age)
         self.arrival_age, self.post_age = arrival_age, post_age
 

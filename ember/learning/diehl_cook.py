@@ -80,10 +80,11 @@ class DiehlCookSTDP(SpikeTimingRule):
 
         # Depression at arrivals reads x_post1 of earlier steps.
         depression = self.pair(self.readout(events, lateness, self.tau_post1), post_trace1)
-        pre_trace = add_events(pre_trace, self.event_values(events, lateness, self.tau_pre), events, "nearest")
+        increments = self.event_values(events, lateness, self.tau_pre)
+        pre_trace = add_events(pre_trace, increments, events, "nearest")
 
         # Potentiation at postsynaptic spikes reads x_pre and x_post2 from before the spike.
-        potentiation = self.pair(pre_trace, post_spikes * post_trace2)
+        potentiation = self.pair(self.causal_read(pre_trace, increments, lateness), post_spikes * post_trace2)
         post_trace1 = add_events(post_trace1, post_spikes, post_spikes, "nearest")
         post_trace2 = add_events(post_trace2, post_spikes, post_spikes, "nearest")
 

@@ -138,7 +138,8 @@ class KernelSTDP(SpikeTimingRule):
     - When a presynaptic spike reaches the synapse: ``Δw = f(t_post - t_arrival)``
       with the last postsynaptic spike before this step (``Δt < 0``).
     - When the postsynaptic neuron spikes: ``Δw = f(t_post - t_arrival)`` with
-      the last arrival up to and including this step (``Δt >= 0``).
+      the last arrival up to and including this step (``Δt >= 0``; an
+      arrival whose delivery starts in this step counts with ``Δt = 0``).
 
     Pairs use only the nearest spikes, since a general kernel cannot be
     summed over all earlier spikes with a trace. Spikes arriving between two
@@ -211,7 +212,8 @@ class KernelSTDP(SpikeTimingRule):
         pre_age = torch.where(events > 0, arrival_lateness, pre_age)
 
         # Postsynaptic spikes pair with the last arrival, this step's included.
-        causal = self._kernel_sum(torch.isfinite(pre_age).to(self.dtype), pre_age, post_spikes, negate=False)
+        # An arrival whose delivery started at this step (negative age) pairs with Δt = 0.
+        causal = self._kernel_sum(torch.isfinite(pre_age).to(self.dtype), pre_age.clamp(min=0.0), post_spikes, negate=False)
         post_age = torch.where(post_spikes > 0, torch.zeros_like(post_age), post_age)
 
         self.pre_age, self.post_age = pre_age, post_age

@@ -91,8 +91,10 @@ class PowerLawSTDP(SpikeTimingRule):
         events, lateness = self.presynaptic_events(step)
         post_spikes = self.spikes_of(self.post)
         pre_trace = self.pre_trace * self.decay(self.tau_pre)
-        pre_trace = add_events(pre_trace, self.event_values(events, lateness, self.tau_pre), events, self.trace)
+        increments = self.event_values(events, lateness, self.tau_pre)
+        pre_trace = add_events(pre_trace, increments, events, self.trace)
         self.pre_trace = pre_trace
+        pre_trace = self.causal_read(pre_trace, increments, lateness)
 
         # Padding entries of a convolution are no synapses: pair() masks them in the synapse layout,
         # and outer() reads them as zero presynaptic activity.

@@ -102,8 +102,10 @@ class RewardModulatedRule(SpikeTimingRule):
         pre_trace = self.pre_trace * self.decay(self.tau_plus)
         post_trace = self.post_trace * self.decay(self.tau_minus)
         at_arrival = self.readout(events, lateness, self.tau_minus)
-        pre_trace = add_events(pre_trace, self.event_values(events, lateness, self.tau_plus), events, "all_to_all")
+        increments = self.event_values(events, lateness, self.tau_plus)
+        pre_trace = add_events(pre_trace, increments, events, "all_to_all")
         self.pre_trace = pre_trace
+        pre_trace = self.causal_read(pre_trace, increments, lateness)
         self.post_trace = add_events(post_trace, post_spikes, post_spikes, "all_to_all")
         return at_arrival, pre_trace, post_trace, post_spikes
 

@@ -46,7 +46,8 @@ class STDP(SpikeTimingRule):
     Negative ``a_plus`` or ``a_minus`` give anti-Hebbian variants.
 
     Spikes that arrive between two steps (fractional delays) count at their
-    exact arrival time. The batch reduction and the event order are those of
+    exact arrival time, except that a postsynaptic spike in the step where
+    their delivery starts pairs with them with ``Δt = 0``. The batch reduction and the event order are those of
     :class:`~ember.learning.base.SpikeTimingRule`.
 
     Args:
@@ -119,7 +120,7 @@ class STDP(SpikeTimingRule):
         # Potentiation: each postsynaptic spike reads the presynaptic trace, this step's arrivals included.
         increments = self.event_values(events, lateness, self.tau_plus)
         pre_trace = add_events(pre_trace, increments, events, self.trace)
-        potentiation = self.pair(pre_trace, post_spikes)
+        potentiation = self.pair(self.causal_read(pre_trace, increments, lateness), post_spikes)
         post_trace = add_events(post_trace, post_spikes, post_spikes, self.trace)
 
         self.pre_trace = pre_trace

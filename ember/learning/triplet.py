@@ -107,11 +107,12 @@ class TripletSTDP(SpikeTimingRule):
         at_arrival = self.readout(events, lateness, self.tau_minus)
         r2_at_arrival = r2 if lateness is None else r2 * torch.exp(lateness * (self.dt / self.tau_x))
         depression = self.pair(at_arrival * (self.a2_minus + self.a3_minus * r2_at_arrival), o1)
-        r1 = add_events(r1, self.event_values(events, lateness, self.tau_plus), events, self.trace)
+        r1_increments = self.event_values(events, lateness, self.tau_plus)
+        r1 = add_events(r1, r1_increments, events, self.trace)
         r2 = add_events(r2, self.event_values(events, lateness, self.tau_x), events, self.trace)
 
         # Potentiation at postsynaptic spikes, with o2 from before the spike.
-        potentiation = self.pair(r1, post_spikes * (self.a2_plus + self.a3_plus * o2))
+        potentiation = self.pair(self.causal_read(r1, r1_increments, lateness), post_spikes * (self.a2_plus + self.a3_plus * o2))
         o1 = add_events(o1, post_spikes, post_spikes, self.trace)
         o2 = add_events(o2, post_spikes, post_spikes, self.trace)
 
