@@ -15,7 +15,11 @@ samples; before each batch the runner
    data inputs and runs ``rest_ms``,
 
 and afterwards it counts the spikes of every population, collects spike
-records, reports progress and checks for cancellation.
+records, reports progress and checks for cancellation. With
+``low_activity_retry`` in the spec, the samples of the batch whose population
+fired fewer than ``min_spikes`` go through steps 1 to 3 again before the batch
+counts as done. They run as a smaller batch, with stronger Poisson input and a
+``sample_key`` of their own (see :class:`ember.spec.job.LowActivityRetrySpec`).
 
 Resuming: the state of a run between two batches is the network's complete
 state plus the runner's position and accumulators, and every random draw is
@@ -194,6 +198,8 @@ class _JobRun:
         self.spike_totals: dict[str, torch.Tensor] = {}
         self.position = (0, 0)
         self.initial_delays: dict[str, torch.Tensor] = {}
+        # Per phase: samples retried, retry presentations, samples still below min_spikes after the last retry.
+        self.retry_stats: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ setup
 
@@ -342,6 +348,29 @@ class _JobRun:
             self._after_batch(phase)
 
     def _run_batch(self, phase: Phase, offset: int, index: torch.Tensor) -> None:
+        recording = self.batch_base < (self.record_limit or 0)
+        counts = self._present_batch(phase, index, self.batch_base, 0.0, recording)
+        readout = self._readout_counts(counts, int(index.numel()))
+        retry = self.spec.low_activity_retry
+        if retry is not None and phase.name in retry.phases:
+            readout = self._retry_low_activity(phase, index, counts, readout)
+        self._accumulate(phase, offset, index, readout)
+
+    def _present_batch(
+        self, phase: Phase, index: torch.Tensor, key: int, extra_rate_hz: float, recording: bool
+    ) -> dict[str, torch.Tensor]:
+        """Present the samples ``index`` of the phase's split side by side, once.
+
+        Args:
+            phase: the phase the samples belong to.
+            index: the samples' positions in the split, ``(batch,)``.
+            key: the network's ``sample_key`` for this presentation.
+            extra_rate_hz: added to ``max_rate_hz`` of every Poisson data input, in Hz.
+            recording: whether spike monitors record this presentation.
+
+        Returns:
+            The spike counts of every node, ``(batch, *shape)``, also added to the phase totals.
+        """
         network = self.built.network
         size = int(index.numel())
         if network.batch_size != size:
@@ -351,19 +380,18 @@ class _JobRun:
                 network.monitors[name].bind(network)
         elif self.spec.reset_between_samples:
             network.reset_state()
-        network.sample_key.fill_(self.batch_base)
+        network.sample_key.fill_(key)
         if phase.learning:
             for rule in network.rules.values():
                 if getattr(rule, "enabled", True) and hasattr(rule, "before_sample"):
                     rule.before_sample()
         for name in self.built.count_monitors.values():
             network.monitors[name].clear()
-        recording = self.batch_base < (self.record_limit or 0)
         for name in self.built.spike_monitors:
             network.monitors[name].stop_step = None if recording else 0
 
         data = self.splits[phase.split]
-        self._present(data.samples[index], data)
+        self._present(data.samples[index], data, extra_rate_hz)
         presentation = int(round(self.spec.presentation_ms / self.spec.dt))
         network.run(presentation)
         rest = self.spec.steps_per_sample - presentation
@@ -374,10 +402,63 @@ class _JobRun:
 
         for name in self.built.spike_monitors:
             network.monitors[name].flush()
-        self._accumulate(phase, offset, index, data.labels[index])
+        return self._count_spikes(phase.key, size * self.spec.steps_per_sample)
 
-    def _present(self, samples: torch.Tensor, data: DataSplit) -> None:
-        """Hand a batch of samples (uint8, sample index first) to the inputs."""
+    def _readout_counts(self, counts: dict[str, torch.Tensor], size: int) -> torch.Tensor | None:
+        """Return the read-out population's counts ``(batch, units)`` on the CPU, or ``None`` without a read-out."""
+        if self.spec.readout is None:
+            return None
+        # A copy: the monitor's buffer is cleared in place before the next presentation.
+        return counts[self.spec.readout.population].reshape(size, -1).to("cpu", torch.float32, copy=True)
+
+    def _retry_low_activity(
+        self, phase: Phase, index: torch.Tensor, counts: dict[str, torch.Tensor], readout: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """Present the samples of the batch that fired too little again, with stronger input.
+
+        See :class:`ember.spec.job.LowActivityRetrySpec`. The samples still
+        below ``min_spikes`` after a retry are presented side by side again,
+        as a smaller batch, up to ``max_retries`` times.
+
+        Args:
+            phase: the phase of the batch.
+            index: the batch's samples, ``(batch,)``.
+            counts: the spike counts of the batch's first presentation.
+            readout: the read-out counts of the first presentation, ``(batch, units)``, or ``None``.
+
+        Returns:
+            The read-out counts with the rows of retried samples taken from their last presentation.
+        """
+        retry = self.spec.low_activity_retry
+        size = int(index.numel())
+        # NOTE: a retry of part of a batch changes the batch size, which restarts state monitors.
+        spikes = counts[retry.population].reshape(size, -1).sum(dim=1).to("cpu")
+        failing = (spikes < retry.min_spikes).nonzero().reshape(-1)
+        stats = self.retry_stats.setdefault(phase.key, torch.zeros(3, dtype=torch.int64))
+        stats[0] += int(failing.numel())
+        total = self._total()
+        for attempt in range(1, retry.max_retries + 1):
+            if failing.numel() == 0:
+                break
+            stats[1] += int(failing.numel())
+            key = self.batch_base + attempt * total
+            counts = self._present_batch(phase, index[failing], key, attempt * retry.rate_increase_hz, False)
+            if readout is not None:
+                readout[failing] = self._readout_counts(counts, int(failing.numel()))
+            spikes = counts[retry.population].reshape(int(failing.numel()), -1).sum(dim=1).to("cpu")
+            failing = failing[spikes < retry.min_spikes]
+        stats[2] += int(failing.numel())
+        return readout
+
+    def _present(self, samples: torch.Tensor, data: DataSplit, extra_rate_hz: float = 0.0) -> None:
+        """Hand a batch of samples (uint8, sample index first) to the inputs.
+
+        Args:
+            samples: the samples, uint8, sample index first.
+            data: the split they come from (its kind and largest value).
+            extra_rate_hz: added to ``max_rate_hz`` of every Poisson input, in Hz
+                (a low-activity retry); 0 leaves the rates as the spec sets them.
+        """
         network = self.built.network
         batch = samples.shape[0]
         for name, input_spec in self.built.inputs.items():
@@ -394,7 +475,7 @@ class _JobRun:
             else:
                 values = samples.to(self.device, self.dtype).reshape(shape) / float(data.max_value)
                 if isinstance(input_spec, PoissonInputSpec):
-                    values = values * input_spec.max_rate_hz
+                    values = values * (input_spec.max_rate_hz + extra_rate_hz)
                 node.set_data(values)
 
     def _silence(self) -> None:
@@ -474,12 +555,11 @@ class _JobRun:
         totals[-1] += float(sample_steps)
         return counts
 
-    def _accumulate(self, phase: Phase, offset: int, index: torch.Tensor, labels: torch.Tensor) -> None:
-        """Count the batch's spikes and keep the read-out population's counts per sample."""
-        size = int(index.numel())
-        counts = self._count_spikes(phase.key, size * self.spec.steps_per_sample)
-        if phase.key in self.counts:
-            readout = counts[self.spec.readout.population].reshape(size, -1).to("cpu", torch.float32)
+    def _accumulate(self, phase: Phase, offset: int, index: torch.Tensor, readout: torch.Tensor | None) -> None:
+        """Keep the read-out population's counts ``(batch, units)`` and the labels of the batch's samples."""
+        if phase.key in self.counts and readout is not None:
+            size = int(index.numel())
+            labels = self.splits[phase.split].labels[index]
             self.counts[phase.key][offset : offset + size] = readout
             self.counts[f"{phase.key}.labels"][offset : offset + size] = labels.to(torch.int64)
 
@@ -552,6 +632,7 @@ class _JobRun:
         tensors.update({f"counts/{key}": value for key, value in self.counts.items()})
         tensors.update({f"spike_totals/{key}": value for key, value in self.spike_totals.items()})
         tensors.update({f"initial_delay/{key}": value for key, value in self.initial_delays.items()})
+        tensors.update({f"retries/{key}": value for key, value in self.retry_stats.items()})
         meta = {
             "format": CHECKPOINT_FORMAT,
             "fingerprint": self.fingerprint,
@@ -581,6 +662,8 @@ class _JobRun:
                 self.spike_totals[name] = value.clone()
             elif group == "initial_delay":
                 self.initial_delays[name] = value.clone()
+            elif group == "retries":
+                self.retry_stats[name] = value.clone()
         self.position = (int(meta["phase"]), int(meta["offset"]))
         self.steps_run = int(meta["steps_run"])
         self.elapsed_before = float(meta.get("elapsed_s", 0.0))
@@ -625,6 +708,12 @@ class _JobRun:
             "firing_rate_hz": self._firing_rates(),
         }
         metrics.update(_readout_metrics(self))
+        if self.spec.low_activity_retry is not None:
+            metrics["low_activity_retry"] = {
+                key: {"retried_samples": int(stats[0]), "retries": int(stats[1]), "still_low": int(stats[2])}
+                for key, stats in self.retry_stats.items()
+            }
+            metrics["retried_samples"] = sum(int(stats[0]) for stats in self.retry_stats.values())
         total_samples = sum(samples.values())
         metrics["run"] = {
             "device": str(self.device),

@@ -382,3 +382,55 @@ def test_names_of_module_methods_accepted():
     built = build_network(spec)
     network = getattr(built, "network", built)
     assert "forward" in network.connections
+
+
+def retry_job(**retry) -> dict:
+    """An evaluate job on the digits with Poisson pixels and a low-activity retry on ``cells``."""
+    document = small_job()
+    document.pop("duration_ms")
+    document.update(
+        kind="evaluate",
+        data={"dataset": "digits", "train_samples": 20, "test_samples": 10},
+        readout={"type": "max_rate_labels", "population": "cells"},
+        low_activity_retry={"population": "cells", "min_spikes": 5, "rate_increase_hz": 32.0, "max_retries": 5, **retry},
+    )
+    document["network"]["inputs"]["pixels"] = {"type": "poisson", "shape": [64], "max_rate_hz": 50.0}
+    return document
+
+
+def test_low_activity_retry_fields():
+    spec = validate_spec(retry_job())
+    assert spec.low_activity_retry.rate_increase_hz == 32.0
+    issue = only_issue(retry_job(population="nobody"))
+    assert (issue.path, issue.rule) == ("$.low_activity_retry.population", "unknown_population")
+    assert "cells" in issue.message
+    issue = only_issue(retry_job(rate_increase_hz=0.0))
+    assert (issue.path, issue.rule) == ("$.low_activity_retry.rate_increase_hz", "greater_than")
+    issue = only_issue(retry_job(max_retries=0))
+    assert issue.path == "$.low_activity_retry.max_retries"
+    issue = only_issue(retry_job(min_spikes=0))
+    assert issue.path == "$.low_activity_retry.min_spikes"
+
+
+def test_low_activity_retry_needs_poisson_data_input():
+    document = retry_job()
+    document["network"]["inputs"]["pixels"] = {"type": "latency", "shape": [64], "window_ms": 10.0}
+    issue = only_issue(document)
+    assert (issue.path, issue.rule) == ("$.low_activity_retry", "poisson_input_required")
+    document = small_job()
+    document["low_activity_retry"] = {"population": "cells", "rate_increase_hz": 32.0}
+    issue = only_issue(document)
+    assert (issue.path, issue.rule) == ("$.low_activity_retry", "data_required")
+
+
+def test_fingerprint_without_retry_is_unchanged():
+    import hashlib
+
+    document = retry_job()
+    document.pop("low_activity_retry")
+    spec = validate_spec(document)
+    # The fingerprint of a spec without the option is that of the spec before the option existed.
+    dump = spec.model_dump(mode="json", exclude={"name", "tags", "device", "checkpoint_every", "record", "low_activity_retry"})
+    assert spec.fingerprint() == hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
+    assert validate_spec(retry_job()).fingerprint() != spec.fingerprint()
+    assert validate_spec(retry_job(min_spikes=6)).fingerprint() != validate_spec(retry_job()).fingerprint()

@@ -184,13 +184,18 @@ class LowActivityRetrySpec(SpecModel):
     input unit (``max_rate_hz`` of each Poisson data input) raised by
     ``rate_increase_hz`` per retry, until it reaches ``min_spikes`` or has
     been retried ``max_retries`` times. The spike counts of the last
-    presentation are the sample's counts. Learning stays as in the phase (on
-    in training), and retries are not recorded by spike monitors.
+    presentation are the sample's counts. Only the phases in ``phases`` retry.
+    Learning stays as in the phase (on in training, where retries also raise
+    adaptive thresholds), and spike monitors do not record retries.
 
     Retry ``r`` (from 1) of a batch whose first sample is number ``n`` sets
     the network's ``sample_key`` to ``n + r * N``, with ``N`` the job's total
     number of samples, so its random draws differ from those of every other
     presentation and are the same in every run.
+
+    NOTE: :meth:`JobSpec.estimate` and the ``EMBER_MAX_STEPS`` limit count
+    first presentations only; retries can add up to ``max_retries`` times as
+    many steps.
     """
 
     population: str = Field(description="the population whose spikes are counted per sample")
@@ -198,7 +203,12 @@ class LowActivityRetrySpec(SpecModel):
     rate_increase_hz: float = Field(
         gt=0.0, le=10_000.0, description="rise of the full-intensity input rate per retry, in Hz"
     )
-    max_retries: int = Field(5, ge=1, le=100, description="most presentations of one sample after its first")
+    max_retries: int = Field(5, ge=1, le=100, description="maximum presentations of one sample after its first")
+    phases: list[Literal["train", "label", "test", "simulate"]] = Field(
+        default_factory=lambda: ["train", "label", "test", "simulate"],
+        min_length=1,
+        description="phases in which samples are retried; training retries also learn and raise adaptive thresholds",
+    )
 
 
 class JobSpec(SpecModel):
