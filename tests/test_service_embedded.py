@@ -127,12 +127,12 @@ def child_pids(parent: int) -> list[int]:
 def test_restart_mid_job_finishes_same(tmp_path: Path, how: str) -> None:
     # Long enough that the job is still running when the service is stopped,
     # even on the native engine.
-    spec = simulation_spec(duration_ms=200000.0, seed=9, checkpoint_every=20000)
+    spec = simulation_spec(duration_ms=2_000_000.0, seed=9, checkpoint_every=20000)
     service = start_service(tmp_path / "data", tmp_path / "serve.log")
     try:
         with httpx.Client(base_url=service.base_url, timeout=30) as client:
             job_id = client.post("/v1/jobs", json=spec).json()["id"]
-            running = wait_for(client, job_id, lambda job: job["progress"]["done"] >= 50000 or finished(job))
+            running = wait_for(client, job_id, lambda job: job["progress"]["done"] >= 40000 or finished(job))
         assert running["status"] == "running"
         if how == "stop":
             service.stop()  # SIGTERM: the worker stops at its next chunk and queues the job again
