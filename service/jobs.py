@@ -162,7 +162,7 @@ def insert_job(
         cancel_requested=False,
         run_seconds=0.0,
         progress_done=0,
-        progress_total=0,
+        progress_total=_planned_total(new.estimate),
         progress_version=0,
         created_at=utcnow(),
     )
@@ -469,3 +469,10 @@ def resend_due(session: Session, *, after_s: float, now: datetime | None = None)
         logger.info("job %s still queued after %g s; sending its message again", job.id, after_s)
     session.flush()
     return [(job.id, job.queue) for job in due]
+
+
+def _planned_total(estimate: dict | None) -> int:
+    """Return the progress total a queued job will report: its samples, or its steps without data."""
+    if not estimate:
+        return 0
+    return int(estimate.get("samples") or estimate.get("steps") or 0)

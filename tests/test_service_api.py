@@ -193,6 +193,9 @@ def test_submit_queues_and_sends(api: Api) -> None:
     assert job["owner"] == "alice"
     assert job["tags"] == ["demo"]
     assert job["attempts"] == 0
+    # A simulation without data reports steps: 200 ms at dt = 1 ms.
+    assert job["progress"]["done"] == 0
+    assert job["progress"]["total"] == 200
     assert api.dispatcher.sent == [(job["id"], "cpu")]
 
 
