@@ -940,9 +940,11 @@ def _raster_chunk(chunk: SpikeChunk, steps_per_sample: int) -> SpikeChunk:
     """Lay the recorded samples end to end on one time axis, for a raster plot."""
     if chunk.sample is None or not len(chunk):
         return chunk
-    first = int(chunk.sample.min())
+    # Recorded samples need not be consecutive (a retry or a later phase), so
+    # each distinct sample gets the next slot instead of its sample number.
+    _, position = np.unique(chunk.sample, return_inverse=True)
     return SpikeChunk(
-        step=(chunk.sample - first) * steps_per_sample + chunk.step,
+        step=position.astype(np.int64) * steps_per_sample + chunk.step,
         index=chunk.index,
         sample=chunk.sample,
         dt=chunk.dt,

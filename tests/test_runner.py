@@ -310,3 +310,19 @@ def test_resume_on_cuda(tmp_path):
     actual = load_file(tmp_path / "parts" / "parameters.safetensors")
     for name in expected:
         assert torch.equal(actual[name], expected[name]), name
+
+
+def test_raster_lays_recorded_samples_end_to_end():
+    from ember.results import SpikeChunk
+    from ember.runner import _raster_chunk
+
+    chunk = SpikeChunk(
+        step=np.array([1, 2, 3, 4], dtype=np.int64),
+        index=np.array([0, 1, 0, 1], dtype=np.int64),
+        sample=np.array([3, 3, 80, 81], dtype=np.int64),
+        dt=1.0,
+        shape=(2,),
+    )
+    laid = _raster_chunk(chunk, 500)
+    assert laid.step.tolist() == [1, 2, 503, 1004]
+    assert laid.index.tolist() == [0, 1, 0, 1]
