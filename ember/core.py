@@ -124,12 +124,16 @@ class Stateful(nn.Module):
                 module.batch_size = int(batch_size)
                 module.reset_own_state()
 
+    def detach_own_state(self) -> None:
+        """Cut the autograd history of this module's own state tensors, not its children's."""
+        for name in self._state_specs:
+            setattr(self, name, getattr(self, name).detach())
+
     def detach_state(self) -> None:
         """Cut the autograd history of every state tensor (for truncated BPTT)."""
         for module in self.modules():
             if isinstance(module, Stateful):
-                for name in module._state_specs:
-                    setattr(module, name, getattr(module, name).detach())
+                module.detach_own_state()
 
 
 class Node(Stateful):

@@ -112,7 +112,7 @@ class SpikeMonitor(Monitor):
             bound is ``3 * 8 * chunk_size`` bytes on the device.
         sink: called with each full :class:`SpikeEvents` (and the remainder on
             :meth:`flush`). Without a sink, chunks are kept in host memory.
-        max_events: the most events kept without a sink; more raise
+        max_events: the maximum number of events kept without a sink; more raise
             ``RuntimeError`` rather than grow without bound. ``None``: no limit.
         start_step: first step recorded. stop_step: first step not recorded.
     """

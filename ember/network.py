@@ -397,8 +397,7 @@ class Network(nn.Module):
         """Cut the autograd history of all state (truncated BPTT between chunks)."""
         for module in self.modules():
             if isinstance(module, Stateful):
-                for name in module._state_specs:
-                    setattr(module, name, getattr(module, name).detach())
+                module.detach_own_state()
 
     def learning(self, enabled: bool = True, *, connections: Iterable[str] | None = None) -> None:
         """Switch learning rules on or off, for all rules or for those on the named connections."""

@@ -177,7 +177,7 @@ class Connection(Stateful):
             self.delay = nn.Parameter(delay, requires_grad=bool(learn_delay))
         if self.max_delay < self.min_delay:
             raise ValueError(f"max_delay ({self.max_delay} ms) is below min_delay ({self.min_delay} ms)")
-        # One spare slot holds the far half of a fractional delay at max_delay.
+        # One spare slot takes the far half of a fractional delay at max_delay.
         self.slots = int(math.floor(self.max_delay / self.dt + 1e-6)) + (2 if self.delay is not None else 1)
 
     @property

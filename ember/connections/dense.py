@@ -62,14 +62,6 @@ class Dense(Connection):
                 return out.index_add_(0, sample, rows).view(batch, *self.post_shape)
         return (flat @ weight).view(batch, *self.post_shape)
 
-    def rows(self, pre_index: torch.Tensor):
-        count = pre_index.numel()
-        target = torch.arange(self.post_size, device=pre_index.device).repeat(count)
-        owner = torch.arange(count, device=pre_index.device).repeat_interleave(self.post_size)
-        weight = self.weight[pre_index].reshape(-1)
-        delay = None if self.delay is None else self.delay[pre_index].reshape(-1)
-        return target, weight, delay, owner
-
     def _delay_plan(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return per-synapse ring-buffer offsets ``whole_steps * post_size + j`` and fractions (or ``None``).
 
@@ -171,11 +163,6 @@ class Lateral(Dense):
     def _off_diagonal_rows(self, pre_index: torch.Tensor) -> torch.Tensor:
         columns = torch.arange(self.post_size, device=pre_index.device)
         return (columns != pre_index.unsqueeze(1)).to(self.weight.dtype)
-
-    def rows(self, pre_index: torch.Tensor):
-        target, weight, delay, owner = super().rows(pre_index)
-        keep = target != pre_index[owner]
-        return target[keep], weight[keep], None if delay is None else delay[keep], owner[keep]
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and weight.requires_grad:
