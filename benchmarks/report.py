@@ -110,6 +110,108 @@ def roofline_rows(results: list[dict[str, Any]], bandwidth_bytes_per_s: float) -
     return rows
 
 
+#: The peers written in PyTorch, whose peak memory the memory target compares with.
+PYTORCH_PEERS = ("inferno", "bindsnet")
+#: The targets of the benchmark issue: STDP and delays cost at most this times the plain step.
+COST_TARGET = 2.0
+#: The service may add at most this fraction to a job's wall time.
+SERVICE_TARGET = 0.05
+
+
+def _ember(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    return fastest(record for record in records if record["framework"] == "ember")
+
+
+def _step_seconds(record: dict[str, Any]) -> float:
+    """Seconds per step of the whole batch."""
+    return record["wall_s"] / record["steps"]
+
+
+def target_rows(results: list[dict[str, Any]], service: dict[str, Any] | None) -> dict[str, list[dict[str, Any]]]:
+    """Check the issue's targets against the records of one run.
+
+    Returns a dict of row lists:
+
+    - ``throughput``: each case with N >= 400, Ember's sample-steps per second
+      against the best peer's. For a batch, Brian2 (which has no batch) enters
+      with its per-sample throughput at batch 1 in the same workload and N.
+    - ``stdp``: Ember's step time with pair STDP over the one without, per W2 size and batch.
+    - ``delays``: Ember's W3 step time over W2's, per size and batch.
+    - ``memory``: Ember's peak RSS against the leanest PyTorch peer's in the same case.
+    - ``service``: the S1 overhead, when it was measured.
+
+    Each row has ``met`` (bool) and the numbers it was decided on.
+    """
+    groups = group_by_case(results)
+    rows: dict[str, list[dict[str, Any]]] = {"throughput": [], "stdp": [], "delays": [], "memory": [], "service": []}
+    for key, records in groups.items():
+        case = case_of(records[0])
+        ember = _ember(records)
+        if ember is None:
+            continue
+        peers = [record for record in records if record["framework"] != "ember" and record["status"] == "ok"]
+        if case.batch > 1:
+            single = Case(case.workload, case.n, 1, case.stdp, units=case.units, min_units=case.min_units).key
+            peers += [r for r in groups.get(single, []) if r["framework"] == "brian2" and r["status"] == "ok"]
+        if case.n >= 400:
+            peer = max(peers, key=lambda record: record["sample_steps_per_s"], default=None)
+            if peer is not None:
+                rows["throughput"].append({
+                    "case": case, "ember": ember, "peer": peer, "ratio": ember["sample_steps_per_s"] / peer["sample_steps_per_s"],
+                    "met": ember["sample_steps_per_s"] > peer["sample_steps_per_s"],
+                })
+        lean = [record for record in records if record["framework"] in PYTORCH_PEERS and record["status"] == "ok"]
+        if lean:
+            leanest = min(lean, key=lambda record: record["peak_rss_mib"])
+            rows["memory"].append({"case": case, "ember": ember, "peer": leanest, "met": ember["peak_rss_mib"] <= leanest["peak_rss_mib"]})
+        base_key = Case("W2", case.n, case.batch, False, units=case.units, min_units=case.min_units).key
+        base = _ember(groups.get(base_key, []))
+        if base is None or key == base_key or case.workload == "W1":
+            continue
+        kind = "stdp" if case.workload == "W2" else "delays"
+        if case.workload == "W3" and case.stdp:
+            continue
+        cost = _step_seconds(ember) / _step_seconds(base)
+        rows[kind].append({"case": case, "ember": ember, "base": base, "cost": cost, "met": cost <= COST_TARGET})
+    if service is not None and service.get("status") == "ok":
+        overhead = service["overhead_ratio"] - 1.0
+        rows["service"].append({"overhead": overhead, "met": overhead <= SERVICE_TARGET})
+    return rows
+
+
+def _targets_section(results: list[dict[str, Any]], service: dict[str, Any] | None) -> list[str]:
+    rows = target_rows(results, service)
+    mark = lambda met: "met" if met else "missed"  # noqa: E731
+    lines = ["## Targets", "", "The targets of the benchmark issue, checked against the numbers of this run.", ""]
+    if rows["throughput"]:
+        lines += [
+            "Throughput above every peer's with N >= 400 (for a batch, Brian2 enters with its batch-1 per-sample throughput):",
+            "",
+            *_table(["case", "Ember sample-steps/s", "best peer", "ratio", "target"], [
+                [row["case"].title, significant(row["ember"]["sample_steps_per_s"]),
+                 f"{label(row['peer'])}: {significant(row['peer']['sample_steps_per_s'])}", f"{row['ratio']:.2f}x", mark(row["met"])]
+                for row in rows["throughput"]
+            ]),
+            "",
+        ]
+    for kind, title in (("stdp", "STDP costs at most 2x the step without it (W2, same N and batch)"),
+                        ("delays", "Delays cost at most 2x the step without them (W3 against W2, same N and batch)")):
+        if rows[kind]:
+            lines += [f"{title}:", "", *_table(["case", "µs per step", "without", "cost", "target"], [
+                [row["case"].title, significant(_step_seconds(row["ember"]) * 1e6), significant(_step_seconds(row["base"]) * 1e6),
+                 f"{row['cost']:.2f}x", mark(row["met"])]
+                for row in rows[kind]
+            ]), ""]
+    if rows["memory"]:
+        lines += ["Peak memory no higher than the leanest PyTorch peer's (peak RSS, MiB):", "", *_table(["case", "Ember", "leanest PyTorch peer", "target"], [
+            [row["case"].title, significant(row["ember"]["peak_rss_mib"]), f"{label(row['peer'])}: {significant(row['peer']['peak_rss_mib'])}", mark(row["met"])]
+            for row in rows["memory"]
+        ]), ""]
+    for row in rows["service"]:
+        lines += [f"Service overhead at most 5 %: {100.0 * row['overhead']:+.1f} %, {mark(row['met'])}.", ""]
+    return lines
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -346,6 +448,7 @@ def write_report(run: dict[str, Any]) -> str:
     results = run["results"]
     lines = _header(run["meta"])
     lines += _summary_section(results)
+    lines += _targets_section(results, run.get("service"))
     lines += ["## Results", "", OUTPUT_RATE_NOTE, ""]
     for workload in ("W1", "W2", "W3"):
         lines += _detail_section(results, workload)

@@ -33,6 +33,29 @@ def as_shape(shape: int | Sequence[int], *, name: str = "shape") -> Shape:
     return shape
 
 
+def broadcast_shapes(*shapes: Sequence[int]) -> Shape:
+    """Return the shape that tensors of ``shapes`` broadcast to, by NumPy's rules.
+
+    The same result as ``torch.broadcast_shapes``, which imports sympy (about
+    40 MB and half a second) on first use.
+
+    Raises:
+        ValueError: if two sizes of one dimension differ and neither is 1.
+    """
+    result: list[int] = []
+    for shape in shapes:
+        sizes = [int(size) for size in shape]
+        if len(sizes) > len(result):
+            result = [1] * (len(sizes) - len(result)) + result
+        for offset, size in enumerate(reversed(sizes), start=1):
+            current = result[-offset]
+            if size != current and size != 1 and current != 1:
+                raise ValueError(f"shapes {[tuple(s) for s in shapes]} do not broadcast: size {size} against {current}")
+            if current == 1:
+                result[-offset] = size
+    return tuple(result)
+
+
 @dataclass
 class _StateSpec:
     shape: Shape

@@ -23,7 +23,7 @@ from typing import Literal, Union, get_args
 import numpy as np
 import torch
 
-from ember.core import Node
+from ember.core import Node, broadcast_shapes
 from ember.encoders.base import Encoder
 from ember.random import step_generator
 from ember.units import STEP_RTOL, to_steps
@@ -504,8 +504,8 @@ class CurrentInput(Node):
     def _broadcast(self, value: torch.Tensor, name: str) -> torch.Tensor:
         target = (self.batch_size, *self.shape)
         try:
-            broadcast = torch.broadcast_shapes(value.shape, target)
-        except RuntimeError:
+            broadcast = broadcast_shapes(value.shape, target)
+        except ValueError:
             broadcast = None
         if broadcast != target:
             raise ValueError(

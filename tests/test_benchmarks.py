@@ -142,10 +142,13 @@ def test_bytes_per_step_forward_hand_count():
 
 
 def test_bytes_per_step_stdp_and_delays_terms():
+    # One sample: the rows of the 20 inputs that spiked, read and written, and both traces.
     stdp = workloads.bytes_per_step(Case("W2", 1000, 1, True, units=10, min_units=1), output_rate_hz=30.0)
-    rows, columns = 0.02 * 1000, 0.03 * 1000
-    expected = 2 * (rows * 1000 + columns * 1000) * 4 + 2 * (1000 + 1000) * 4
-    assert stdp["stdp"] == pytest.approx(expected)
+    assert stdp["stdp"] == pytest.approx(2 * 0.02 * 1000 * 1000 * 4 + 2 * (1000 + 1000) * 4)
+    # A batch of 2 also moves the columns of neurons that spiked in either sample.
+    batch = workloads.bytes_per_step(Case("W2", 1000, 2, True, units=10, min_units=1), output_rate_hz=30.0)
+    rows, columns = 1000 * (1 - 0.98**2), 1000 * (1 - 0.97**2)
+    assert batch["stdp"] == pytest.approx(2 * (rows * 1000 + columns * 1000) * 4 + 2 * 2 * (1000 + 1000) * 4)
     delayed = workloads.bytes_per_step(Case("W3", 1000, 1, False, units=10, min_units=1), output_rate_hz=30.0)
     assert delayed["delays"] == pytest.approx(1000 * 0.02 * 1000 * 8 + 2 * 1000 * 4)
 
@@ -469,3 +472,62 @@ def test_service_section_reports_overhead():
     assert "The service takes +5.0 % against the local run." in lines
     assert _service_section({"status": "failed", "reason": "x"}) == []
     assert _service_section(None) == []
+
+
+def target_run():
+    """Ember against two PyTorch peers and Brian2 on W2 (with and without STDP), W3 and a batch."""
+    w2 = Case("W2", 1000, 1, False, units=1000, min_units=50)
+    w2_stdp = Case("W2", 1000, 1, True, units=1000, min_units=50)
+    w3 = Case("W3", 1000, 1, False, units=1000, min_units=50)
+    w2_batch = Case("W2", 1000, 32, False, units=1000, min_units=50)
+    small = Case("W2", 100, 1, False, units=1000, min_units=50)
+    return [
+        fake_record("ember", "cpu", w2, 200_000.0, peak=250.0),
+        fake_record("ember", "cpu/torch", w2, 6_000.0, peak=240.0),
+        fake_record("inferno", "cpu", w2, 5_000.0, peak=251.0),
+        fake_record("bindsnet", "cpu", w2, 9_000.0, peak=385.0),
+        fake_record("brian2", "cpp_standalone", w2, 40_000.0, peak=46.0),
+        fake_record("ember", "cpu", w2_stdp, 100_000.0, peak=260.0),
+        fake_record("inferno", "cpu", w2_stdp, 300.0, peak=255.0),
+        fake_record("ember", "cpu", w3, 80_000.0, peak=300.0),
+        fake_record("inferno", "cpu", w3, 20.0, peak=360.0),
+        # Per sample, the batch is slower than Brian2 at batch 1: the target counts Brian2's batch-1 throughput.
+        fake_record("ember", "cpu", w2_batch, 30_000.0, peak=280.0),
+        fake_record("inferno", "cpu", w2_batch, 28_000.0, peak=330.0),
+        fake_record("ember", "cpu", small, 1_000.0),
+        fake_record("inferno", "cpu", small, 2_000.0),
+    ]
+
+
+def test_target_rows_check_each_target():
+    rows = report.target_rows(target_run(), {"status": "ok", "overhead_ratio": 1.06})
+    throughput = {row["case"].key: row for row in rows["throughput"]}
+    assert "W2-n100-b1" not in throughput  # the target counts N >= 400 only
+    assert throughput["W2-n1000-b1"]["peer"]["framework"] == "brian2"
+    assert throughput["W2-n1000-b1"]["ratio"] == pytest.approx(5.0)
+    assert throughput["W2-n1000-b32"]["peer"]["framework"] == "brian2"
+    assert throughput["W2-n1000-b32"]["met"] is False
+    [stdp] = rows["stdp"]
+    assert stdp["cost"] == pytest.approx(2.0)  # half the throughput: exactly at the target
+    assert stdp["met"] is True
+    [delays] = rows["delays"]
+    assert delays["cost"] == pytest.approx(2.5)
+    assert delays["met"] is False
+    memory = {row["case"].key: row for row in rows["memory"]}
+    assert memory["W2-n1000-b1"]["peer"]["framework"] == "inferno"
+    assert memory["W2-n1000-b1"]["met"] is True
+    assert memory["W2-n1000-b1-stdp"]["met"] is False
+    [service] = rows["service"]
+    assert service["overhead"] == pytest.approx(0.06)
+    assert service["met"] is False
+
+
+def test_targets_section_in_report():
+    run = fake_run()
+    run["results"] = target_run()
+    text = report.write_report(run)
+    assert "## Targets" in text
+    assert "| W2 N=1000 B=1 STDP | 10 | 5 | 2.00x | met |" in text
+    assert "| W3 N=1000 B=1 | 12.5 | 5 | 2.50x | missed |" in text
+    assert "| W2 N=1000 B=32 | 30,000 | Brian2 C++ standalone: 40,000 | 0.75x | missed |" in text
+    assert "| W2 N=1000 B=1 | 250 | Inferno: 251 | met |" in text

@@ -51,6 +51,18 @@ pytestmark = pytest.mark.skipif(runner.kernels() is None, reason="no C compiler 
 
 EXACT = {"rtol": 0.0, "atol": 0.0}
 SUMMED = {"rtol": 1e-12, "atol": 1e-12}
+# Deferred potentiation sums a row's increments in float64 before one float32 addition, so weights, and
+# the membrane potentials they drive, differ from the step-by-step ones by a few units in the last place.
+DEFERRED = {"rtol": 1e-6, "atol": 2e-6}
+
+
+@pytest.fixture(autouse=True)
+def step_by_step_potentiation(monkeypatch):
+    """Keep potentiation step by step, so that native weights equal PyTorch's bit for bit.
+
+    The tests of deferred potentiation switch it back on.
+    """
+    monkeypatch.setattr(plan, "DEFER_POTENTIATION", False)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -382,6 +394,157 @@ def test_callback_that_adds_unsupported_part_continues_in_torch():
     assert_same_run(reference, native, EXACT)
 
 
+# --------------------------------------------------------------------------- delay lines
+
+
+def lateral_delay_network(engine, *, fractional=False, dtype=torch.float32):
+    """Poisson -> Dense with delays -> LIF, with lateral inhibition through delays too."""
+    dt = 0.5 if fractional else 1.0
+    network = Network(dt=dt, batch_size=2, seed=3, engine=engine)
+    poisson_input(network, "input", 120, 50.0)
+    network.add("output", LIF(25, dt=dt, tau_mem=10.0, refractory_period=2 * dt))
+    scale = 3.0 if fractional else 6.0
+    delays = torch.rand(120, 25) * scale if fractional else torch.randint(0, 7, (120, 25)).float()
+    network.connect("link", "input", "output", Dense(120, 25, torch.rand(120, 25) * 2.0, dt=dt, delay=delays))
+    lateral_delays = torch.rand(25, 25) * 2.0 if fractional else torch.randint(1, 4, (25, 25)).float()
+    network.connect("inhibition", "output", "output", Lateral(25, torch.full((25, 25), -4.0), dt=dt, delay=lateral_delays))
+    network.add_monitor("spikes", SpikeMonitor("output"))
+    network.add_monitor("count", SpikeCountMonitor("output"))
+    network.to(dtype)
+    return network
+
+
+@pytest.mark.parametrize("fractional", [False, True])
+def test_lateral_and_dense_delay_lines_match_torch(fractional):
+    reference, native = twin_networks(lateral_delay_network, fractional=fractional)
+    reference.run(160)
+    native.run(160)
+    assert spike_total(reference) > 30
+    assert bool(native.connections["inhibition"].in_flight.any())
+    assert_same_run(reference, native, EXACT)
+
+
+def test_delay_lines_carry_spikes_in_flight_across_chunks_and_torch_steps():
+    # Runs shorter than the 7 slots, runs across the point where a line moves back, and PyTorch steps in between.
+    reference, native = twin_networks(lateral_delay_network)
+    reference.run(120)
+    for steps in (1, 2, 3, 5, 7, 9, 13):
+        native.run(steps)
+    native.engine = "torch"
+    native.run(4)
+    native.engine = "native"
+    native.run(120 - int(native.step_count))
+    assert int(native.step_count) == 120
+    assert_same_run(reference, native, EXACT)
+
+
+# --------------------------------------------------------------------------- deferred potentiation
+
+
+def plan_of(network: Network) -> plan.Plan:
+    return runner._plans[network]
+
+
+@pytest.mark.parametrize("trace", ["nearest", "all_to_all"])
+def test_deferred_potentiation_matches_step_by_step_updates(monkeypatch, trace):
+    monkeypatch.setattr(plan, "DEFER_POTENTIATION", True)
+    reference, native = twin_networks(learning_network, trace=trace, n=40)
+    # tau_plus = 15 ms makes blocks of 210 steps, so 500 steps cross two block ends.
+    reference.run(500)
+    native.run(500)
+    assert plan_of(native).rules[0].defer == 1
+    assert spike_total(reference) > 100
+    initial = twin_networks(learning_network, trace=trace, n=40)[0].connections["link"].weight.detach()
+    assert float((reference.connections["link"].weight.detach() - initial).abs().max()) > 0.05
+    assert_same_run(reference, native, DEFERRED)
+
+
+def test_deferred_potentiation_in_chunks_and_between_torch_steps(monkeypatch):
+    monkeypatch.setattr(plan, "DEFER_POTENTIATION", True)
+    reference, native = twin_networks(learning_network)
+    reference.run(400)
+    for steps in (1, 17, 230):
+        native.run(steps)
+    native.engine = "torch"
+    native.run(12)
+    native.engine = "native"
+    native.run(400 - int(native.step_count))
+    assert_same_run(reference, native, DEFERRED)
+
+
+def closed_form_network(engine, *, w_max):
+    """Input 'pre' spikes once at 0 ms; a strong 'drive' input makes the output fire at 2 and 9 ms."""
+    network = Network(dt=1.0, seed=1, engine=engine)
+    network.add("pre", SpikeGenerator(1, times_ms=[0.0], indices=[0], dt=1.0))
+    network.add("drive", SpikeGenerator(1, times_ms=[2.0, 9.0], indices=[0, 0], dt=1.0))
+    network.add("output", LIF(1, dt=1.0, tau_mem=10.0, refractory_period=1.0))
+    network.connect("learned", "pre", "output", Dense(1, 1, torch.full((1, 1), 0.1), dt=1.0, w_min=0.0, w_max=w_max))
+    network.connect("driver", "drive", "output", Dense(1, 1, torch.full((1, 1), 50.0), dt=1.0))
+    network.add_rule("learn", STDP(a_plus=0.05, a_minus=0.04, tau_plus=10.0, tau_minus=10.0, trace="nearest"), "learned")
+    network.add_monitor("spikes", SpikeMonitor("output"))
+    return network
+
+
+@pytest.mark.parametrize("w_max", [1.0, 0.15])
+def test_deferred_potentiation_closed_form(monkeypatch, w_max):
+    monkeypatch.setattr(plan, "DEFER_POTENTIATION", True)
+    network = closed_form_network("native", w_max=w_max)
+    network.run(300)  # past the end of the first block of 140 steps
+    assert plan_of(network).rules[0].defer == 1
+    assert network.monitors["spikes"].spike_events().step.tolist() == [2, 9]
+    # The presynaptic trace is 1 at step 0 and decays by exp(-1/10) per step; each output spike adds a_plus times it.
+    decay = math.exp(-0.1)
+    expected = min(0.1 + 0.05 * (decay**2 + decay**9), w_max)
+    assert float(network.connections["learned"].weight.detach()) == pytest.approx(expected, rel=1e-6)
+
+
+def test_deferred_potentiation_on_lateral_and_delayed_connections(monkeypatch):
+    monkeypatch.setattr(plan, "DEFER_POTENTIATION", True)
+
+    def build(engine):
+        network = Network(dt=1.0, seed=6, engine=engine)
+        poisson_input(network, "input", 100, 40.0)
+        network.add("output", LIF(30, dt=1.0, tau_mem=20.0, refractory_period=2.0))
+        delays = torch.randint(0, 5, (100, 30)).float()
+        network.connect("link", "input", "output", Dense(100, 30, torch.rand(100, 30) * 3.0, dt=1.0, delay=delays, w_min=0.0, w_max=3.0))
+        network.connect("recurrent", "output", "output", Lateral(30, torch.rand(30, 30) * 0.5, dt=1.0, w_min=0.0, w_max=1.0))
+        rule = dict(a_plus=0.01, a_minus=0.012, tau_plus=20.0, tau_minus=20.0, trace="nearest")
+        network.add_rule("learn_input", STDP(timing="emission", **rule), "link")
+        network.add_rule("learn_recurrent", STDP(timing="emission", **rule), "recurrent")
+        network.add_monitor("spikes", SpikeMonitor("output"))
+        network.add_monitor("count", SpikeCountMonitor("output"))
+        return network
+
+    reference, native = twin_networks(build)
+    reference.run(350)
+    native.run(350)
+    assert [struct.defer for struct in plan_of(native).rules[:2]] == [1, 1]
+    assert spike_total(reference) > 100
+    assert torch.count_nonzero(torch.diagonal(native.connections["recurrent"].weight)) == 0
+    assert_same_run(reference, native, DEFERRED)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["batch", "hard_bounds", "diehl_cook", "two_rules", "out_of_bounds", "switched_off"],
+)
+def test_potentiation_is_deferred_only_where_it_is_exact(monkeypatch, case):
+    monkeypatch.setattr(plan, "DEFER_POTENTIATION", case != "switched_off")
+    options = {"batch": {"batch": 2}, "hard_bounds": {"bounds": HardBounds(0.0, 0.8)}, "diehl_cook": {"rule": "diehl_cook"}}
+    network = learning_network("native", **options.get(case, {}))
+    if case == "two_rules":
+        network.add_rule("again", STDP(a_plus=0.01, a_minus=0.01, tau_plus=10.0, tau_minus=10.0), "link")
+    if case == "out_of_bounds":
+        with torch.no_grad():
+            network.connections["link"].weight[0, 0] = 1.5
+    network.run(5)
+    assert plan_of(network).rules[0].defer == 0
+    if case == "out_of_bounds":
+        # The first run brought every weight into bounds, so the next one defers.
+        network.run(5)
+        assert plan_of(network).rules[0].defer == 1
+
+
 # --------------------------------------------------------------------------- sources and monitors
 
 
@@ -509,6 +672,28 @@ def test_missing_compiler_fails_quietly(monkeypatch, tmp_path):
     monkeypatch.setattr(build, "_failure", None)
     assert build.load() is None
     assert "no C compiler" in build.failure()
+
+
+def test_build_cache_key_follows_the_cpu(monkeypatch, tmp_path):
+    compiler = build.find_compiler()
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 avx2\n")
+    monkeypatch.setattr(build, "CPU_INFO", info)
+    assert build.cpu_identity() == "model name=Test CPU | flags=fpu sse2 avx2"
+    with_avx2 = build.source_hash(compiler)
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert build.source_hash(compiler) != with_avx2
+
+
+def test_compiler_without_native_flags_gets_portable_ones(monkeypatch, tmp_path):
+    # A wrapper compiler that rejects -march=native, as some compilers do.
+    real = build.find_compiler()
+    wrapper = tmp_path / "cc"
+    wrapper.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = "-march=native" ] && exit 1; done\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    target = tmp_path / "kernels.so"
+    build.compile_library(str(wrapper), target)
+    assert target.exists()
 
 
 def test_build_caches_by_source_hash(monkeypatch, tmp_path):

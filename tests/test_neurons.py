@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from ember.core import broadcast_shapes
 from ember.neurons import EIF, LIF, QIF, AdaptiveLIF, AdEx, Izhikevich, Population
 from ember.neurons import functional as F
 
@@ -619,3 +621,24 @@ def test_input_shape_mismatch_rejected() -> None:
         lif.step(torch.zeros(2, 4))
     with pytest.raises(ValueError, match=r"jump must have shape .* got \(3, 3\)"):
         lif.step(None, torch.zeros(3, 3))
+
+
+@pytest.mark.parametrize(
+    ("shapes", "expected"),
+    [
+        (((3, 1), (1, 4)), (3, 4)),
+        (((5,), (2, 5)), (2, 5)),
+        (((), (3,)), (3,)),
+        (((2, 1, 4), (3, 1)), (2, 3, 4)),
+        (((1,), (1,), (6, 1)), (6, 1)),
+    ],
+)
+def test_broadcast_shapes_follows_numpy_rules(shapes, expected):
+    assert broadcast_shapes(*shapes) == expected
+    assert broadcast_shapes(*shapes) == tuple(np.broadcast_shapes(*shapes))
+
+
+@pytest.mark.parametrize("shapes", [((3,), (4,)), ((2, 3), (3, 2))])
+def test_broadcast_shapes_names_the_clashing_sizes(shapes):
+    with pytest.raises(ValueError, match="do not broadcast"):
+        broadcast_shapes(*shapes)

@@ -38,7 +38,7 @@ from typing import Literal, get_args
 import torch
 
 from ember.connections.base import Connection
-from ember.core import Node, Stateful
+from ember.core import Node, Stateful, broadcast_shapes
 
 Reduce = Literal["sum", "mean"]
 Timing = Literal["arrival", "emission"]
@@ -106,7 +106,7 @@ def synapse_layout(connection: Connection) -> tuple[int, ...]:
     pre = connection.synaptic(_zeros(connection, 1, connection.pre_shape))
     post = connection.postsynaptic(_zeros(connection, 1, connection.post_shape))
     weight = connection.per_synapse(connection.weight.detach())
-    return tuple(torch.broadcast_shapes(pre.shape, post.shape, weight.shape)[1:])
+    return broadcast_shapes(pre.shape, post.shape, weight.shape)[1:]
 
 
 def synapse_mask(connection: Connection) -> torch.Tensor:

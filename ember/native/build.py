@@ -10,9 +10,12 @@ Set ``EMBER_NATIVE=0`` to switch the native path off. Without a working
 compiler the build fails quietly (a debug log line says why) and Ember keeps
 to its PyTorch path.
 
-The flags keep floating point arithmetic as written: ``-ffast-math`` would
-reorder sums and ``-march=native`` with the default ``-ffp-contract`` could
-fuse multiply-adds, and either would change results.
+The flags keep floating point arithmetic as written: no ``-ffast-math``,
+which would reorder sums, and ``-ffp-contract=off``, so that ``-march=native``
+(the vector instructions of this CPU) fuses no multiply-add. Because the
+library uses this CPU's instructions, the cache key includes the CPU's model
+and feature flags: a cache directory shared by different machines keeps one
+library per kind of CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -32,7 +36,10 @@ logger = logging.getLogger(__name__)
 
 SOURCE_DIR = Path(__file__).resolve().parent
 SOURCES = ("kernels.c", "kernels_step.h")
-FLAGS = ("-O3", "-fPIC", "-shared", "-std=c99", "-ffp-contract=off", "-fno-fast-math")
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c99", "-ffp-contract=off", "-fno-fast-math")
+#: The flags for a compiler that rejects -march=native.
+PORTABLE_FLAGS = tuple(flag for flag in FLAGS if flag != "-march=native")
+CPU_INFO = Path("/proc/cpuinfo")
 
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
@@ -64,8 +71,24 @@ def find_compiler() -> str | None:
     return None
 
 
+def cpu_identity() -> str:
+    """Return what ``-march=native`` depends on: the CPU's model name and feature flags, or the platform's name for it."""
+    try:
+        lines = CPU_INFO.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+    keys = ("model name", "flags", "Features", "CPU implementer", "CPU part")
+    found: dict[str, str] = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in keys and key not in found:
+            found[key] = value.strip()
+    return " | ".join(f"{key}={found[key]}" for key in keys if key in found) or platform.machine()
+
+
 def source_hash(compiler: str) -> str:
-    """Return a hash of the sources, the compiler path, the flags and the platform."""
+    """Return a hash of the sources, the compiler path, the flags, the platform and the CPU."""
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update(name.encode())
@@ -73,6 +96,7 @@ def source_hash(compiler: str) -> str:
     digest.update(compiler.encode())
     digest.update(" ".join(FLAGS).encode())
     digest.update(sys.platform.encode())
+    digest.update(cpu_identity().encode())
     return digest.hexdigest()[:20]
 
 
@@ -85,9 +109,14 @@ def compile_library(compiler: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
     os.close(handle)
-    command = [compiler, *FLAGS, "-o", temporary, str(SOURCE_DIR / "kernels.c"), "-lm"]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        # A compiler that rejects -march=native gets a second try without it.
+        for flags in (FLAGS, PORTABLE_FLAGS):
+            command = [compiler, *flags, "-o", temporary, str(SOURCE_DIR / "kernels.c"), "-lm"]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+            if result.returncode == 0:
+                break
+            logger.debug("%s failed with exit code %s", " ".join(command), result.returncode)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed with exit code {result.returncode}:\n{result.stderr.strip()}")
         os.replace(temporary, target)

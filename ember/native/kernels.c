@@ -25,7 +25,7 @@
 #include <string.h>
 
 /* Bump when a structure layout changes, together with ABI_VERSION in structs.py. */
-#define EMBER_NATIVE_ABI 1
+#define EMBER_NATIVE_ABI 2
 
 enum { NODE_POPULATION = 0, NODE_POISSON = 1, NODE_FRAMES = 2 };
 enum { CONN_DENSE = 0, CONN_LATERAL = 1, CONN_ONE_TO_ONE = 2 };
@@ -91,7 +91,8 @@ typedef struct {
     int32_t slots;
     int32_t has_fraction;
     void *weight;                 /* (pre_size, post_size), or (post_size,) for one-to-one */
-    const int32_t *delay;         /* whole delay steps per synapse, or NULL */
+    const int32_t *delay;         /* one-to-one with delays: whole delay steps per synapse, or NULL */
+    const int32_t *offset;        /* dense and lateral with delays: whole delay steps * post_size + j, or NULL */
     const void *fraction;         /* fractional part per synapse, or NULL */
     void *in_flight;              /* (B, slots, post_size) */
     const void *bias;             /* (post_size,) or NULL */
@@ -113,6 +114,8 @@ typedef struct {
     int32_t has_bound_min, has_bound_max;
     int32_t has_w_min, has_w_max;
     int32_t depress, potentiate;  /* whether each update is applied at all */
+    int32_t defer;                /* potentiation may be deferred (see "deferred potentiation" in kernels_step.h) */
+    int32_t pad0;
     double decay_pre, decay_post1, decay_post2;
     double depression_factor;     /* -a_minus or -nu_pre */
     double potentiation_factor;   /* a_plus or nu_post */
@@ -170,6 +173,8 @@ static uint64_t mix_seed3(uint64_t a, uint64_t b, uint64_t c) {
 #define MT_M 397
 /* Steps whose generators are seeded together, so the serial seeding recurrences overlap. */
 #define DRAW_BLOCK 8
+/* Columns of a delay line that one pass over the spiking rows updates. */
+#define LINE_TILE 128
 
 static void twister_seed_many(uint32_t (*states)[MT_N], const uint64_t *seeds, int count) {
     for (int k = 0; k < count; k++) states[k][0] = (uint32_t)(seeds[k] & 0xffffffffULL);
@@ -258,7 +263,71 @@ typedef struct {
     uint32_t (*states)[MT_N];
     uint32_t *outputs;      /* one step's generator outputs */
     void *inputs;           /* one sample's summed current and jump of a population */
+    void **line;            /* per connection with an offset table: its line of future input, else NULL */
+    int64_t *line_position; /* per connection: the cell of the current step in its line */
+    struct Deferred *deferred; /* per rule: deferred potentiation, active or not */
+    int32_t *deferred_of_conn; /* per connection: the rule whose potentiation is deferred, or -1 */
 } Scratch;
+
+/*
+ * Deferred potentiation of one pair STDP rule with one sample (see
+ * kernels_step.h). Steps are counted from `base`, the first step of the
+ * current block of at most `block` steps.
+ */
+typedef struct Deferred {
+    int active;
+    int block;
+    int64_t base;
+    int64_t depressed; /* the step whose depression emit already applied, or -1 */
+    double *arrivals;  /* (post,) sum over postsynaptic spikes at step base + m of decay^m */
+    double *history;   /* (block + 1, post): row m is `arrivals` before step base + m */
+    int32_t *anchor;   /* (pre,) the step (from base) at which each row's pending potentiation starts */
+    double *value;     /* (pre,) the presynaptic trace at that step */
+    double *power;     /* (block + 1,) decay^m */
+    double *growth;    /* (block + 1,) decay^-m */
+} Deferred;
+
+/* The maximum block length keeps decay^-block below e^14, so differences of `arrivals` keep about 10 digits. */
+#define DEFER_RANGE 14.0
+#define DEFER_MAX_BLOCK 256
+#define DEFER_MIN_BLOCK 4
+#define DEFER_HISTORY_BYTES (32 << 20)
+
+static void deferred_open(Deferred *d, const Net *net, const Rule *r) {
+    const Conn *c = &net->conns[r->conn];
+    memset(d, 0, sizeof(*d));
+    if (!r->defer || net->batch != 1 || r->decay_pre <= 0.0 || r->decay_pre > 1.0) return;
+    const int P = c->post_size, I = c->pre_size;
+    double block = r->decay_pre < 1.0 ? DEFER_RANGE / -log(r->decay_pre) : DEFER_MAX_BLOCK;
+    if (block > DEFER_MAX_BLOCK) block = DEFER_MAX_BLOCK;
+    const double fits = (double)DEFER_HISTORY_BYTES / (sizeof(double) * (double)P) - 1.0;
+    if (block > fits) block = fits;
+    if (block < DEFER_MIN_BLOCK) return;
+    d->block = (int)block;
+    d->depressed = -1;
+    d->arrivals = (double *)calloc((size_t)P, sizeof(double));
+    d->history = (double *)calloc((size_t)(d->block + 1) * (size_t)P, sizeof(double));
+    d->anchor = (int32_t *)calloc((size_t)I, sizeof(int32_t));
+    d->value = (double *)calloc((size_t)I, sizeof(double));
+    d->power = (double *)malloc(sizeof(double) * (size_t)(d->block + 1));
+    d->growth = (double *)malloc(sizeof(double) * (size_t)(d->block + 1));
+    if (!d->arrivals || !d->history || !d->anchor || !d->value || !d->power || !d->growth) return;
+    for (int m = 0; m <= d->block; m++) {
+        d->power[m] = pow(r->decay_pre, (double)m);
+        d->growth[m] = 1.0 / d->power[m];
+    }
+    d->active = 1;
+}
+
+static void deferred_close(Deferred *d) {
+    free(d->arrivals);
+    free(d->history);
+    free(d->anchor);
+    free(d->value);
+    free(d->power);
+    free(d->growth);
+    memset(d, 0, sizeof(*d));
+}
 
 static int scratch_open(Scratch *w, const Net *net, size_t real_size) {
     const int B = net->batch;
@@ -268,7 +337,18 @@ static int scratch_open(Scratch *w, const Net *net, size_t real_size) {
     w->active_offset = (int64_t *)malloc(sizeof(int64_t) * (size_t)(net->n_nodes + 1));
     w->drawn_offset = (int64_t *)malloc(sizeof(int64_t) * (size_t)(net->n_nodes + 1));
     w->active_count = (int32_t *)calloc((size_t)net->n_nodes * (size_t)B + 1, sizeof(int32_t));
-    if (!w->active_offset || !w->drawn_offset || !w->active_count) return -1;
+    w->line = (void **)calloc((size_t)net->n_conns + 1, sizeof(void *));
+    w->deferred = (Deferred *)calloc((size_t)net->n_rules + 1, sizeof(Deferred));
+    w->deferred_of_conn = (int32_t *)malloc(sizeof(int32_t) * ((size_t)net->n_conns + 1));
+    w->line_position = (int64_t *)calloc((size_t)net->n_conns + 1, sizeof(int64_t));
+    if (!w->active_offset || !w->drawn_offset || !w->active_count || !w->line || !w->line_position || !w->deferred ||
+        !w->deferred_of_conn)
+        return -1;
+    for (int ci = 0; ci < net->n_conns; ci++) w->deferred_of_conn[ci] = -1;
+    for (int r = 0; r < net->n_rules; r++) {
+        deferred_open(&w->deferred[r], net, &net->rules[r]);
+        if (w->deferred[r].active) w->deferred_of_conn[net->rules[r].conn] = r;
+    }
 
     /* Sizes: active lists of every node, Poisson draws, pair sums of the largest rule. */
     for (int n = 0; n < net->n_nodes; n++) {
@@ -306,7 +386,15 @@ static int scratch_open(Scratch *w, const Net *net, size_t real_size) {
     return 0;
 }
 
-static void scratch_close(Scratch *w) {
+static void scratch_close(Scratch *w, const Net *net) {
+    if (w->line)
+        for (int ci = 0; ci < net->n_conns; ci++) free(w->line[ci]);
+    free(w->line);
+    free(w->line_position);
+    if (w->deferred)
+        for (int r = 0; r < net->n_rules; r++) deferred_close(&w->deferred[r]);
+    free(w->deferred);
+    free(w->deferred_of_conn);
     free(w->active);
     free(w->active_count);
     free(w->active_offset);

@@ -14,6 +14,81 @@ static inline REAL FN(clamp)(REAL x, int has_low, REAL low, int has_high, REAL h
     return x;
 }
 
+/* ------------------------------------------------------------ delay lines */
+
+/*
+ * A dense or lateral connection with delays keeps, during a call, its future
+ * input in a line of 2 * slots cells per sample instead of the ring buffer
+ * `in_flight`: the cell of step t + d lies d cells after the current one, so
+ * a spike adds its row through the offset table (d * post_size + j) with no
+ * wrap-around test per synapse. Every `slots` steps the live cells move back
+ * to the start of the line. The line contains the ring's cells in the same
+ * order, so every sum happens as in the ring. The ring is copied in when the
+ * call starts and back when it ends.
+ */
+static int FN(lines_open)(const Net *net, Scratch *w, int64_t step0) {
+    const int B = net->batch;
+    for (int ci = 0; ci < net->n_conns; ci++) {
+        const Conn *c = &net->conns[ci];
+        if (!c->offset) continue;
+        const int64_t S = c->slots, P = c->post_size, L = 2 * S;
+        REAL *line = (REAL *)calloc((size_t)(B * L * P), sizeof(REAL));
+        if (!line) return -1;
+        const REAL *ring = (const REAL *)c->in_flight;
+        for (int b = 0; b < B; b++)
+            for (int64_t m = 0; m < S; m++)
+                memcpy(line + ((size_t)b * L + m) * P, ring + ((size_t)b * S + (size_t)((step0 + m) % S)) * P,
+                       sizeof(REAL) * (size_t)P);
+        w->line[ci] = line;
+        w->line_position[ci] = 0;
+    }
+    return 0;
+}
+
+/* After a step: move each line on by one cell, and its live cells back to the start when it reaches the middle. */
+static void FN(lines_advance)(const Net *net, Scratch *w) {
+    const int B = net->batch;
+    for (int ci = 0; ci < net->n_conns; ci++) {
+        if (!w->line[ci]) continue;
+        const Conn *c = &net->conns[ci];
+        const int64_t S = c->slots, P = c->post_size, L = 2 * S;
+        if (++w->line_position[ci] < S) continue;
+        REAL *line = (REAL *)w->line[ci];
+        for (int b = 0; b < B; b++) {
+            REAL *sample = line + (size_t)b * L * P;
+            memmove(sample, sample + (size_t)S * P, sizeof(REAL) * (size_t)(S * P));
+            memset(sample + (size_t)S * P, 0, sizeof(REAL) * (size_t)(S * P));
+        }
+        w->line_position[ci] = 0;
+    }
+}
+
+/* Copy each line back into its ring buffer, where step `next` reads slot next % slots. */
+static void FN(lines_close)(const Net *net, Scratch *w, int64_t next) {
+    const int B = net->batch;
+    for (int ci = 0; ci < net->n_conns; ci++) {
+        if (!w->line[ci]) continue;
+        const Conn *c = &net->conns[ci];
+        const int64_t S = c->slots, P = c->post_size, L = 2 * S;
+        const REAL *line = (const REAL *)w->line[ci];
+        REAL *ring = (REAL *)c->in_flight;
+        for (int b = 0; b < B; b++)
+            for (int64_t m = 0; m < S; m++)
+                memcpy(ring + ((size_t)b * S + (size_t)((next + m) % S)) * P,
+                       line + ((size_t)b * L + w->line_position[ci] + m) * P, sizeof(REAL) * (size_t)P);
+        free(w->line[ci]);
+        w->line[ci] = NULL;
+    }
+}
+
+/* The cell that contains sample b's input to connection ci in the current step. */
+static inline REAL *FN(cell)(const Net *net, const Scratch *w, int ci, int b, const int64_t *slot_now) {
+    const Conn *c = &net->conns[ci];
+    if (w->line[ci])
+        return (REAL *)w->line[ci] + ((size_t)b * 2 * c->slots + (size_t)w->line_position[ci]) * c->post_size;
+    return (REAL *)c->in_flight + ((size_t)b * c->slots + (size_t)slot_now[ci]) * c->post_size;
+}
+
 /* ------------------------------------------------------------ populations */
 
 /* Store `value` into the step's sum of inputs, or add it when an earlier input is there. */
@@ -29,8 +104,8 @@ static inline void FN(accumulate)(REAL *sum, int started, int j, REAL value) {
  * path sums them. Returns which of the two got any input (bit 0: current,
  * bit 1: jump).
  */
-static int FN(gather_input)(const Net *net, const Node *node, int b, const int64_t *slot_now, int64_t step,
-                            REAL *current, REAL *jump) {
+static int FN(gather_input)(const Net *net, const Scratch *w, const Node *node, int b, const int64_t *slot_now,
+                            int64_t step, REAL *current, REAL *jump) {
     const int N = node->size;
     const REAL *v = (const REAL *)node->v + (size_t)b * N;
     int has_current = 0, has_jump = 0;
@@ -38,7 +113,7 @@ static int FN(gather_input)(const Net *net, const Node *node, int b, const int64
     for (int k = 0; k < node->in_count; k++) {
         const int ci = net->in_list[node->in_first + k];
         const Conn *c = &net->conns[ci];
-        REAL *cell = (REAL *)c->in_flight + ((size_t)b * c->slots + (size_t)slot_now[ci]) * N;
+        REAL *cell = FN(cell)(net, w, ci, b, slot_now);
         const REAL *bias = (const REAL *)c->bias;
         const REAL *decay_a = (const REAL *)c->synapse_decay_a;
         const REAL *decay_b = (const REAL *)c->synapse_decay_b;
@@ -118,7 +193,7 @@ static void FN(population_step)(const Net *net, const Node *node, int node_index
     }
 
     for (int b = 0; b < B; b++) {
-        const int inputs = FN(gather_input)(net, node, b, slot_now, step, current, jump);
+        const int inputs = FN(gather_input)(net, w, node, b, slot_now, step, current, jump);
         const int has_current = inputs & 1, has_jump = inputs >> 1;
         REAL *v = (REAL *)node->v + (size_t)b * N;
         int32_t *refractory = node->refractory + (size_t)b * N;
@@ -214,14 +289,33 @@ static void FN(frame_step)(const Net *net, const Node *node, int node_index, Scr
 
 /* ------------------------------------------------------------ connections */
 
+static void FN(deferred_sync_row)(const Net *net, const Rule *r, Deferred *d, int i, int64_t now);
+static void FN(deferred_emit)(const Net *net, const Rule *r, Deferred *d, const Scratch *w, int ci,
+                              const int64_t *slot_now, int64_t step);
+
+/* Add row[from .. to) into a delay line at its offsets: the whole weight, or with fractional delays the near (share 0) or far share. */
+static inline void FN(line_add)(REAL *restrict cells, const int32_t *restrict offset, const REAL *restrict row,
+                                const REAL *restrict fraction, int share, int from, int to) {
+    if (!fraction) {
+        for (int j = from; j < to; j++) cells[offset[j]] += row[j];
+    } else if (share == 0) {
+        for (int j = from; j < to; j++) cells[offset[j]] += row[j] * ((REAL)1 - fraction[j]);
+    } else {
+        for (int j = from; j < to; j++) cells[offset[j]] += row[j] * fraction[j];
+    }
+}
+
 /*
- * Put the spikes of step `step` into the ring buffer: each active presynaptic
- * unit adds its row of weights at its delays (Dense._emit_events and
- * Connection._emit_events). With fractional delays every near share
- * w (1 - f) of a sample goes in before any far share w f, as the two
- * index_add_ calls of the PyTorch path do.
+ * Put the spikes of step `step` of connection ci into its ring buffer or
+ * delay line: each active presynaptic unit adds its row of weights at its
+ * delays (Dense._emit_events and Connection._emit_events). With fractional
+ * delays every near share w (1 - f) of a sample goes in before any far share
+ * w f, as the two index_add_ calls of the PyTorch path do. Rows whose rule
+ * defers potentiation pay what they owe first.
  */
-static void FN(emit)(const Net *net, const Conn *c, const Scratch *w, int64_t now) {
+static void FN(emit)(const Net *net, int ci, Scratch *w, const int64_t *slot_now, int64_t step) {
+    const Conn *c = &net->conns[ci];
+    const int64_t now = slot_now[ci];
     const int B = net->batch;
     const int I = c->pre_size;
     const int P = c->post_size;
@@ -232,6 +326,17 @@ static void FN(emit)(const Net *net, const Conn *c, const Scratch *w, int64_t no
     const int32_t *active = w->active + w->active_offset[c->pre];
     const int32_t *active_count = w->active_count + (size_t)c->pre * B;
     const int lateral = c->kind == CONN_LATERAL;
+
+    /* Rows with deferred potentiation pay it before their weights go out. */
+    if (w->deferred_of_conn[ci] >= 0) {
+        const int k = w->deferred_of_conn[ci];
+        if (!c->offset) {
+            FN(deferred_emit)(net, &net->rules[k], &w->deferred[k], w, ci, slot_now, step);
+            return;
+        }
+        for (int m = 0; m < active_count[0]; m++)
+            FN(deferred_sync_row)(net, &net->rules[k], &w->deferred[k], active[m], step);
+    }
 
     for (int b = 0; b < B; b++) {
         REAL *ring = (REAL *)c->in_flight + (size_t)b * slots * P;
@@ -256,7 +361,7 @@ static void FN(emit)(const Net *net, const Conn *c, const Scratch *w, int64_t no
             continue;
         }
 
-        if (!delay) {
+        if (!c->offset) {
             REAL *target = ring + (size_t)now * P;
             for (int k = 0; k < count; k++) {
                 const int i = list[k];
@@ -268,29 +373,25 @@ static void FN(emit)(const Net *net, const Conn *c, const Scratch *w, int64_t no
             continue;
         }
 
-        for (int k = 0; k < count; k++) {
-            const int i = list[k];
-            const REAL *row = weight + (size_t)i * P;
-            const int32_t *row_delay = delay + (size_t)i * P;
-            const REAL *row_fraction = fraction ? fraction + (size_t)i * P : NULL;
-            for (int j = 0; j < P; j++) {
-                if (lateral && j == i) continue;
-                int64_t slot = now + row_delay[j];
-                if (slot >= slots) slot -= slots;
-                ring[(size_t)slot * P + j] += row_fraction ? row[j] * ((REAL)1 - row_fraction[j]) : row[j];
-            }
-        }
-        if (fraction) {
-            for (int k = 0; k < count; k++) {
-                const int i = list[k];
-                const REAL *row = weight + (size_t)i * P;
-                const int32_t *row_delay = delay + (size_t)i * P;
-                const REAL *row_fraction = fraction + (size_t)i * P;
-                for (int j = 0; j < P; j++) {
-                    if (lateral && j == i) continue;
-                    int64_t slot = now + row_delay[j] + 1;
-                    if (slot >= slots) slot -= slots;
-                    ring[(size_t)slot * P + j] += row[j] * row_fraction[j];
+        /*
+         * A delay line: the cell of delay d lies d * P after the current one.
+         * Columns go in tiles of LINE_TILE, so that the cells a tile writes
+         * stay in the first-level cache. Each weight's sum keeps the order of
+         * the rows.
+         */
+        REAL *target = FN(cell)(net, w, ci, b, slot_now);
+        for (int share = 0; share < (fraction ? 2 : 1); share++) {
+            REAL *cells = target + (share ? P : 0);
+            for (int first = 0; first < P; first += LINE_TILE) {
+                const int last = first + LINE_TILE < P ? first + LINE_TILE : P;
+                for (int k = 0; k < count; k++) {
+                    const int i = list[k];
+                    const size_t at = (size_t)i * P;
+                    /* A lateral connection skips the weight from a neuron to itself. */
+                    const int skip = lateral && i >= first && i < last ? i : last;
+                    FN(line_add)(cells, c->offset + at, weight + at, fraction ? fraction + at : NULL, share, first, skip);
+                    if (skip < last)
+                        FN(line_add)(cells, c->offset + at, weight + at, fraction ? fraction + at : NULL, share, skip + 1, last);
                 }
             }
         }
@@ -560,6 +661,150 @@ static void FN(potentiate)(const Net *net, Rule *r, Scratch *w) {
     r->full_pass = u.outside;
 }
 
+
+/*
+ * Deferred potentiation. Pair STDP with one sample potentiates, at each
+ * postsynaptic spike of neuron j, every weight of column j by a_plus times
+ * the presynaptic trace x_i. Done at once, that touches one cache line per
+ * row. Between two spikes of input i its trace only decays, x_i(t) =
+ * x_i(s) decay^(t - s), so the potentiation that row i owes since step s is
+ * a_plus x_i(s) decay^-(s - base) (A_j(t) - A_j(s - 1)) for every column j,
+ * where A_j sums decay^(t' - base) over the spikes of neuron j at steps t'.
+ * A row pays what it owes, in one pass along the row, right before it is
+ * read: when input i spikes (before its weights go out), and at the end of
+ * each block and of the call. Additions of a non-negative amount followed by
+ * a clamp add up to the sum followed by one clamp, so the weights equal those
+ * of the step-by-step update up to rounding. Used only for pair STDP with
+ * one sample, no Bounds, a non-negative a_plus and all weights in bounds
+ * (plan.py decides).
+ */
+static void FN(deferred_sync_row)(const Net *net, const Rule *r, Deferred *d, int i, int64_t now) {
+    const Conn *c = &net->conns[r->conn];
+    const int P = c->post_size;
+    const int m = d->anchor[i];
+    const int position = (int)(now - d->base);
+    const double value = d->value[i];
+    d->anchor[i] = position;
+    d->value[i] = value * d->power[position - m];
+    if (value == 0.0 || position == m) return;
+    FN(Update) u = FN(update_constants)(r, r->potentiation_factor, 1);
+    const double scale = value * d->growth[m];
+    const double *arrivals = d->arrivals, *before = d->history + (size_t)m * P;
+    REAL *row = (REAL *)c->weight + (size_t)i * P;
+    const int skip = c->kind == CONN_LATERAL ? i : P;
+    int outside = 0;
+    for (int j = 0; j < skip; j++)
+        row[j] = FN(update_plain)(&u, 0, 0, row[j], (REAL)(scale * (arrivals[j] - before[j])), &outside);
+    for (int j = skip + 1; j < P; j++)
+        row[j] = FN(update_plain)(&u, 0, 0, row[j], (REAL)(scale * (arrivals[j] - before[j])), &outside);
+}
+
+/*
+ * emit for a connection without delays whose rule defers potentiation, with
+ * one sample: one pass along each spiking row pays what the row owes, sends
+ * the weights out, and applies this step's depression, which rule_step then
+ * skips. Depression reads the postsynaptic trace as rule_step will have
+ * decayed it, trace * decay_post, the same product.
+ */
+static void FN(deferred_emit)(const Net *net, const Rule *r, Deferred *d, const Scratch *w, int ci,
+                              const int64_t *slot_now, int64_t step) {
+    const Conn *c = &net->conns[ci];
+    const int P = c->post_size;
+    const int32_t *list = w->active + w->active_offset[c->pre];
+    const int count = w->active_count[c->pre];
+    REAL *target = (REAL *)c->in_flight + (size_t)slot_now[ci] * P;
+    const REAL *trace = (const REAL *)r->post_trace1;
+    const REAL decay = (REAL)r->decay_post1;
+    const FN(Update) up = FN(update_constants)(r, r->potentiation_factor, 1);
+    const FN(Update) ud = FN(update_constants)(r, r->depression_factor, 1);
+    const int position = (int)(step - d->base);
+    const int depress = r->depress;
+    int outside = 0;
+
+    for (int k = 0; k < count; k++) {
+        const int i = list[k];
+        REAL *row = (REAL *)c->weight + (size_t)i * P;
+        const int m = d->anchor[i];
+        const double value = d->value[i];
+        const double scale = value * d->growth[m];
+        const double *arrivals = d->arrivals, *before = d->history + (size_t)m * P;
+        const int owes = value != 0.0 && position != m;
+        const int skip = c->kind == CONN_LATERAL ? i : P;
+        d->anchor[i] = position;
+        d->value[i] = value * d->power[position - m];
+        for (int part = 0; part < 2; part++) {
+            const int from = part ? skip + 1 : 0, to = part ? P : skip;
+            if (owes && depress) {
+                for (int j = from; j < to; j++) {
+                    const REAL paid = FN(update_plain)(&up, 0, 0, row[j], (REAL)(scale * (arrivals[j] - before[j])), &outside);
+                    target[j] += paid;
+                    row[j] = FN(update_plain)(&ud, ud.mean, 0, paid, trace[j] * decay, &outside);
+                }
+            } else if (owes) {
+                for (int j = from; j < to; j++) {
+                    const REAL paid = FN(update_plain)(&up, 0, 0, row[j], (REAL)(scale * (arrivals[j] - before[j])), &outside);
+                    target[j] += paid;
+                    row[j] = paid;
+                }
+            } else if (depress) {
+                for (int j = from; j < to; j++) {
+                    target[j] += row[j];
+                    row[j] = FN(update_plain)(&ud, ud.mean, 0, row[j], trace[j] * decay, &outside);
+                }
+            } else {
+                for (int j = from; j < to; j++) target[j] += row[j];
+            }
+        }
+    }
+    d->depressed = step;
+}
+
+/* Start a block at step `base`: nothing is owed, and each row's trace is the one it will have after decaying at `base`. */
+static void FN(deferred_rebase)(const Net *net, const Rule *r, Deferred *d, int64_t base) {
+    const Conn *c = &net->conns[r->conn];
+    const REAL *trace = (const REAL *)r->pre_trace;
+    const REAL decay = (REAL)r->decay_pre;
+    d->base = base;
+    memset(d->arrivals, 0, sizeof(double) * (size_t)c->post_size);
+    memset(d->history, 0, sizeof(double) * (size_t)c->post_size);
+    for (int i = 0; i < c->pre_size; i++) {
+        d->anchor[i] = 0;
+        d->value[i] = (double)(trace[i] * decay);
+    }
+}
+
+/* Every row pays what it owes up to the step before `now`. */
+static void FN(deferred_sync_all)(const Net *net, const Rule *r, Deferred *d, int64_t now) {
+    for (int i = 0; i < net->conns[r->conn].pre_size; i++) FN(deferred_sync_row)(net, r, d, i, now);
+}
+
+/*
+ * The part of rule_step that changes with deferred potentiation, after the
+ * presynaptic trace took in the spikes of step `step`. Rows of spiking inputs
+ * start owing from this step with their new trace, and the postsynaptic
+ * spikes join the sums. At the end of a block every row pays.
+ */
+static void FN(deferred_step)(const Net *net, const Rule *r, Deferred *d, const Scratch *w, int64_t step) {
+    const Conn *c = &net->conns[r->conn];
+    const int P = c->post_size;
+    const int position = (int)(step - d->base);
+    const REAL *trace = (const REAL *)r->pre_trace;
+    const int32_t *pre = w->active + w->active_offset[c->pre];
+    const int32_t *post = w->active + w->active_offset[c->post];
+    const int pre_count = w->active_count[c->pre], post_count = w->active_count[c->post];
+
+    for (int k = 0; k < pre_count; k++) {
+        d->anchor[pre[k]] = position;
+        d->value[pre[k]] = (double)trace[pre[k]];
+    }
+    for (int k = 0; k < post_count; k++) d->arrivals[post[k]] += d->power[position];
+    memcpy(d->history + (size_t)(position + 1) * P, d->arrivals, sizeof(double) * (size_t)P);
+    if (position + 1 == d->block) {
+        FN(deferred_sync_all)(net, r, d, step + 1);
+        FN(deferred_rebase)(net, r, d, step + 1);
+    }
+}
+
 /*
  * One step of pair STDP or of the Diehl & Cook rule, in the order of
  * STDP.update and DiehlCookSTDP.update. The traces decay, presynaptic spikes
@@ -567,7 +812,7 @@ static void FN(potentiate)(const Net *net, Rule *r, Scratch *w) {
  * potentiate, and the postsynaptic traces take in the spikes. An update whose
  * pair sum is all zero is skipped, as SpikeTimingRule.pair skips it.
  */
-static void FN(rule_step)(const Net *net, Rule *r, Scratch *w) {
+static void FN(rule_step)(const Net *net, Rule *r, Deferred *deferred, Scratch *w, int64_t step) {
     const Conn *c = &net->conns[r->conn];
     const int B = net->batch;
     const int I = c->pre_size;
@@ -604,7 +849,8 @@ static void FN(rule_step)(const Net *net, Rule *r, Scratch *w) {
     }
 
     /* Depression at presynaptic spikes reads the postsynaptic trace of earlier steps. */
-    if (r->depress && pre_events && post_trace_nonzero) FN(depress)(net, r, w);
+    if (r->depress && pre_events && post_trace_nonzero && !(deferred->active && deferred->depressed == step))
+        FN(depress)(net, r, w);
 
     /* The presynaptic trace takes in this step's spikes. */
     for (int b = 0; b < B; b++) {
@@ -615,6 +861,10 @@ static void FN(rule_step)(const Net *net, Rule *r, Scratch *w) {
         }
     }
     pre_trace_nonzero |= pre_events > 0;
+    if (deferred->active) {
+        FN(deferred_step)(net, r, deferred, w, step);
+        post_events = 0; /* potentiation is deferred */
+    }
 
     /* Potentiation at postsynaptic spikes; Diehl & Cook gate it by x_post2 from before the spike. */
     int post_nonzero = post_events > 0;
@@ -682,11 +932,13 @@ int64_t FN(ember_run)(Net *net) {
     memset(&w, 0, sizeof(w));
     int64_t *slot_now = (int64_t *)malloc(sizeof(int64_t) * (size_t)(net->n_conns + 1));
 
-    if (!slot_now || scratch_open(&w, net, sizeof(REAL)) != 0) {
+    if (!slot_now || scratch_open(&w, net, sizeof(REAL)) != 0 || FN(lines_open)(net, &w, net->step0) != 0) {
         free(slot_now);
-        scratch_close(&w);
+        scratch_close(&w, net);
         return -1;
     }
+    for (int r = 0; r < net->n_rules; r++)
+        if (w.deferred[r].active) FN(deferred_rebase)(net, &net->rules[r], &w.deferred[r], net->step0);
     for (; done < net->steps; done++) {
         const int64_t step = net->step0 + done;
         int recorder_full = 0;
@@ -715,13 +967,17 @@ int64_t FN(ember_run)(Net *net) {
             }
             for (int k = 0; k < node->out_count; k++) {
                 const int ci = net->out_list[node->out_first + k];
-                FN(emit)(net, &net->conns[ci], &w, slot_now[ci]);
+                FN(emit)(net, ci, &w, slot_now, step);
             }
         }
-        for (int r = 0; r < net->n_rules; r++) FN(rule_step)(net, &net->rules[r], &w);
+        for (int r = 0; r < net->n_rules; r++) FN(rule_step)(net, &net->rules[r], &w.deferred[r], &w, step);
         for (int n = 0; n < net->n_nodes; n++) FN(record)(net, &net->nodes[n], n, &w, step);
+        FN(lines_advance)(net, &w);
     }
+    for (int r = 0; r < net->n_rules; r++)
+        if (w.deferred[r].active) FN(deferred_sync_all)(net, &net->rules[r], &w.deferred[r], net->step0 + done);
+    FN(lines_close)(net, &w, net->step0 + done);
     free(slot_now);
-    scratch_close(&w);
+    scratch_close(&w, net);
     return done;
 }

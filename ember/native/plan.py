@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
+from collections import Counter
 from typing import Any
 
 import torch
@@ -49,6 +51,10 @@ from ember.native.structs import (
 FRAME_BYTES = 1 << 25
 #: The minimum size of the spike event buffer of a recorded node, in events.
 MIN_EVENT_CAPACITY = 1 << 16
+#: Whether pair STDP with one sample may defer its potentiation (see "deferred potentiation" in
+#: kernels_step.h): weights then equal the step-by-step ones up to rounding instead of bit for bit.
+#: ``EMBER_NATIVE_DEFER=0`` switches it off.
+DEFER_POTENTIATION = os.environ.get("EMBER_NATIVE_DEFER", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 class Unsupported(Exception):
@@ -422,7 +428,15 @@ class Plan:
         # The kernels wrap a slot index once, and a far share needs one slot more than its whole delay.
         if int(whole_steps.max()) + has_fraction >= struct.slots or int(whole_steps.min()) < 0:
             raise Unsupported(f"connection {name!r} has delays outside its ring buffer of {struct.slots} slots")
-        struct.delay = self._pin(whole_steps)
+        if struct.kind == CONN_ONE_TO_ONE:
+            struct.delay = self._pin(whole_steps)
+        else:
+            # The kernels' delay lines: synapse (i, j) adds into the cell delay * post_size + j ahead of the current one.
+            if (struct.slots + 1) * struct.post_size >= 2**31:
+                raise Unsupported(f"connection {name!r} needs {struct.slots} slots of {struct.post_size} neurons; too many for int32 offsets")
+            columns = torch.arange(struct.post_size, dtype=torch.int32)
+            offset = whole_steps.view(struct.pre_size, struct.post_size) * struct.post_size + columns
+            struct.offset = self._pin(offset.reshape(-1).contiguous())
         if has_fraction:
             struct.fraction = self._pin(fraction.to(self.dtype).reshape(-1).contiguous())
             struct.has_fraction = 1
@@ -499,6 +513,7 @@ class Plan:
             for trace, field in zip(post_traces, ("post_trace1", "post_trace2")):
                 self._add_state(rule, trace, (self.batch, *connection.post_shape), struct, field)
         self.full_pass_cache: dict[int, tuple[int, int, bool]] = {}
+        self.rules_on_connection = Counter(struct.conn for _, struct in described)
 
     def _describe_rule(self, rule, connection_name: str, connection) -> RuleStruct:
         watch = self.watch
@@ -587,7 +602,9 @@ class Plan:
         for slot in self.state:
             slot.bind()
         for k, rule in enumerate(self.rule_modules):
-            self.rules[k].full_pass = int(self._needs_full_pass(k, rule))
+            struct = self.rules[k]
+            struct.full_pass = int(self._needs_full_pass(k, rule))
+            struct.defer = int(self._may_defer(struct))
         self._bind_inputs(network)
         counts = {}
         for index in self.count_monitors:
@@ -622,6 +639,25 @@ class Plan:
             # The kernels leave full_pass set exactly when an update left a weight outside the bounds.
             weight = rule.connection.weight
             self.full_pass_cache[k] = (id(weight), weight._version, bool(self.rules[k].full_pass))
+
+    def _may_defer(self, struct: RuleStruct) -> bool:
+        """Return whether the kernels may defer the potentiation of this rule in the next run.
+
+        Deferring sums the potentiation of many steps before one clamp, which
+        equals the step-by-step update only for pair STDP with one sample, no
+        Bounds, a positive ``a_plus``, every weight in bounds, and no other rule
+        on the same connection.
+        """
+        return (
+            DEFER_POTENTIATION
+            and self.batch == 1
+            and struct.kind == RULE_STDP
+            and struct.bounds == BOUNDS_NONE
+            and bool(struct.potentiate)
+            and struct.potentiation_factor > 0.0
+            and not struct.full_pass
+            and self.rules_on_connection[struct.conn] == 1
+        )
 
     def _needs_full_pass(self, k: int, rule) -> bool:
         """Return whether some weight lies outside the bounds that an update applies.

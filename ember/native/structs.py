@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 
 #: The structure layout version; ``ember_abi_version()`` of the library must return it.
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 NODE_POPULATION, NODE_POISSON, NODE_FRAMES = 0, 1, 2
 CONN_DENSE, CONN_LATERAL, CONN_ONE_TO_ONE = 0, 1, 2
@@ -75,6 +75,7 @@ class ConnStruct(ctypes.Structure):
         ("has_fraction", _i32),
         ("weight", _ptr),
         ("delay", _ptr),
+        ("offset", _ptr),
         ("fraction", _ptr),
         ("in_flight", _ptr),
         ("bias", _ptr),
@@ -101,6 +102,8 @@ class RuleStruct(ctypes.Structure):
         ("has_w_max", _i32),
         ("depress", _i32),
         ("potentiate", _i32),
+        ("defer", _i32),
+        ("pad0", _i32),
         ("decay_pre", ctypes.c_double),
         ("decay_post1", ctypes.c_double),
         ("decay_post2", ctypes.c_double),

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from ember.core import Node
+from ember.core import Node, broadcast_shapes
 from ember.surrogate import DEFAULT_SLOPE, SurrogateName, check_surrogate
 from ember.units import to_steps
 
@@ -241,8 +241,8 @@ def broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
     if len(shape) > len(target):
         return False
     try:
-        return tuple(torch.broadcast_shapes(tuple(shape), tuple(target))) == tuple(target)
-    except RuntimeError:
+        return broadcast_shapes(shape, target) == tuple(target)
+    except ValueError:
         return False
 
 
