@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.run [--quick] [--device cpu|cuda] [--only W1,W2,...]
+    python -m benchmarks.run [--quick] [--device cpu|cuda] [--only W1,W2-n1000-b32-stdp,...]
 
 The peers' environments are created first when missing
 (:mod:`benchmarks.envs`). Then every case runs once per framework, each in a
@@ -176,7 +176,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark Ember against Inferno, BindsNET and Brian2.")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes and shorter runs (a few minutes)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the PyTorch frameworks run")
-    parser.add_argument("--only", default="", help=f"comma-separated workloads to run, from {','.join(WORKLOADS)}")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated workloads ({','.join(WORKLOADS)}) or case keys (W2-n1000-b32-stdp) to run"
+    )
     parser.add_argument("--frameworks", default="", help="comma-separated frameworks to run (ember,inferno,bindsnet,brian2); default all")
     parser.add_argument("--output", type=Path, default=REPOSITORY / "BENCHMARKS.md", help="the report to write")
     return parser.parse_args(argv)

@@ -219,13 +219,16 @@ def quick_cases() -> list[Case]:
 
 
 def select_cases(cases: list[Case], only: list[str] | None) -> list[Case]:
-    """Keep the cases whose workload is in ``only`` (all when ``only`` is None)."""
+    """Keep the cases whose workload (``W2``) or key (``W2-n1000-b32-stdp``) is in ``only``; all when ``only`` is None."""
     if not only:
         return list(cases)
-    unknown = sorted(set(only) - set(WORKLOADS))
+    unknown = sorted(set(only) - set(WORKLOADS) - {case.key for case in cases})
     if unknown:
-        raise ValueError(f"--only names unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
-    return [case for case in cases if case.workload in only]
+        raise ValueError(
+            f"--only names unknown workloads or cases {unknown}; choose from {', '.join(WORKLOADS)} "
+            f"or case keys such as {cases[0].key}"
+        )
+    return [case for case in cases if case.workload in only or case.key in only]
 
 
 # ----------------------------------------------------------------- shared data

@@ -86,8 +86,10 @@ def test_select_cases_filters_and_rejects():
     assert {case.workload for case in workloads.select_cases(cases, ["W3"])} == {"W3"}
     assert workloads.select_cases(cases, None) == cases
     assert workloads.select_cases(cases, ["S1"]) == []
-    with pytest.raises(ValueError, match=r"unknown workloads \['W7'\]"):
+    with pytest.raises(ValueError, match=r"unknown workloads or cases \['W7'\]"):
         workloads.select_cases(cases, ["W2", "W7"])
+    picked = workloads.select_cases(cases, ["W1", "W2-n1000-b32-stdp"])
+    assert [case.key for case in picked] == ["W1-n100-b1-stdp", "W1-n100-b32-stdp", "W1-n400-b1-stdp", "W2-n1000-b32-stdp"]
 
 
 def test_input_weights_are_reproducible_and_bounded():
@@ -531,3 +533,18 @@ def test_targets_section_in_report():
     assert "| W3 N=1000 B=1 | 12.5 | 5 | 2.50x | missed |" in text
     assert "| W2 N=1000 B=32 | 30,000 | Brian2 C++ standalone: 40,000 | 0.75x | missed |" in text
     assert "| W2 N=1000 B=1 | 250 | Inferno: 251 | met |" in text
+
+
+def test_merged_run_replaces_the_cases_measured_again():
+    first = fake_run()
+    later = fake_run()
+    later["meta"].update(command="python -m benchmarks.run --only W3", started="2025-01-02 09:00 UTC", finished="2025-01-02 09:10 UTC")
+    later["results"] = [fake_record("ember", "cpu", W3_CASE, 9000.0)]
+    merged = report.merge_runs(first, later, "a faster kernel")
+    w3 = [record for record in merged["results"] if record["case"]["workload"] == "W3"]
+    assert [record["sample_steps_per_s"] for record in w3] == [9000.0]
+    assert len([record for record in merged["results"] if record["case"]["workload"] == "W2"]) == 4
+    text = report.write_report(merged)
+    assert "The rows of W3 N=1000 B=32 come from a later run, `python -m benchmarks.run --only W3`" in text
+    assert "after a faster kernel" in text
+    assert "Every number below comes from that one run" not in text

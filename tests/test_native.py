@@ -311,6 +311,26 @@ def test_learning_batch_matches_torch(rule):
     assert_same_run(reference, native, SUMMED)
 
 
+def test_batch_learning_on_a_large_matrix_matches_torch():
+    # 1000 x 2100 float64 weights are past the size that the kernels potentiate in blocks of columns.
+    def build(engine):
+        network = Network(dt=1.0, batch_size=2, seed=8, engine=engine)
+        poisson_input(network, "input", 1000, torch.rand(2, 1000) * 40.0)
+        network.add("output", LIF(2100, dt=1.0, tau_mem=10.0, refractory_period=2.0))
+        network.connect("link", "input", "output", Dense(1000, 2100, torch.rand(1000, 2100) * 0.2, dt=1.0, w_min=0.0, w_max=1.0))
+        network.add_rule("learn", STDP(a_plus=0.02, a_minus=0.015, tau_plus=15.0, tau_minus=25.0, reduce="sum"), "link")
+        network.add_monitor("count", SpikeCountMonitor("output"))
+        network.add_monitor("spikes", SpikeMonitor("output"))
+        network.to(torch.float64)
+        return network
+
+    reference, native = twin_networks(build)
+    reference.run(30)
+    native.run(30)
+    assert spike_total(reference) > 100
+    assert_same_run(reference, native, SUMMED)
+
+
 def test_out_of_bounds_weights_clamped_as_torch():
     reference, native = twin_networks(learning_network, w_max=0.5)
     for value in (0.9, -0.2):
@@ -524,6 +544,20 @@ def test_deferred_potentiation_on_lateral_and_delayed_connections(monkeypatch):
     assert_same_run(reference, native, DEFERRED)
 
 
+def test_short_runs_potentiate_step_by_step(monkeypatch):
+    # Each deferring call ends with a pass over every weight, so runs shorter than DEFER_MIN_STEPS do not defer.
+    monkeypatch.setattr(plan, "DEFER_POTENTIATION", True)
+    network = learning_network("native")
+    network.run(plan.DEFER_MIN_STEPS - 1)
+    assert plan_of(network).rules[0].defer == 0
+    network.run(plan.DEFER_MIN_STEPS)
+    assert plan_of(network).rules[0].defer == 1
+    seen = []
+    network.run(40, callback=seen.append)
+    assert plan_of(network).rules[0].defer == 0
+    assert len(seen) == 40
+
+
 @pytest.mark.parametrize(
     "case",
     ["batch", "hard_bounds", "diehl_cook", "two_rules", "out_of_bounds", "switched_off"],
@@ -537,12 +571,83 @@ def test_potentiation_is_deferred_only_where_it_is_exact(monkeypatch, case):
     if case == "out_of_bounds":
         with torch.no_grad():
             network.connections["link"].weight[0, 0] = 1.5
-    network.run(5)
+    network.run(plan.DEFER_MIN_STEPS)
     assert plan_of(network).rules[0].defer == 0
     if case == "out_of_bounds":
         # The first run brought every weight into bounds, so the next one defers.
-        network.run(5)
+        network.run(plan.DEFER_MIN_STEPS)
         assert plan_of(network).rules[0].defer == 1
+
+
+# --------------------------------------------------------------------------- arrival timing
+
+
+def arrival_network(engine, *, trace="nearest", recurrent=False, batch=1, delays=None, bounds=None):
+    """Poisson -> Dense with whole-step delays -> LIF, pair STDP timing each input at its arrival."""
+    network = Network(dt=1.0, batch_size=batch, seed=12, engine=engine)
+    poisson_input(network, "input", 80, 40.0)
+    network.add("output", LIF(30, dt=1.0, tau_mem=15.0, refractory_period=2.0))
+    delays = torch.randint(0, 9, (80, 30)).float() if delays is None else delays
+    network.connect("link", "input", "output", Dense(80, 30, torch.rand(80, 30) * 2.0, dt=1.0, delay=delays, w_min=0.0, w_max=1.5))
+    rule = dict(a_plus=0.02, a_minus=0.015, tau_plus=15.0, tau_minus=25.0, trace=trace, bounds=bounds)
+    network.add_rule("learn", STDP(**rule), "link")
+    if recurrent:
+        network.connect("recurrent", "output", "output", Lateral(30, torch.rand(30, 30) * 0.5, dt=1.0, delay=torch.randint(1, 4, (30, 30)).float(), w_min=0.0, w_max=1.0))
+        network.add_rule("learn_recurrent", STDP(**rule), "recurrent")
+    network.add_monitor("spikes", SpikeMonitor("output"))
+    network.add_monitor("count", SpikeCountMonitor("output"))
+    return network
+
+
+@pytest.mark.parametrize("trace", ["nearest", "all_to_all"])
+def test_arrival_timed_stdp_matches_torch(trace):
+    reference, native = twin_networks(arrival_network, trace=trace)
+    initial = reference.connections["link"].weight.detach().clone()
+    reference.run(200)
+    native.run(200)
+    assert plan_of(native).rules[0].arrival == 1
+    assert spike_total(reference) > 50
+    assert float((reference.connections["link"].weight.detach() - initial).abs().max()) > 0.01
+    # The per-synapse traces and the arrival tracker's history, last step and reported spikes are compared too.
+    assert_same_run(reference, native, EXACT)
+
+
+def test_arrival_tracker_state_passes_between_engines():
+    reference, native = twin_networks(arrival_network, recurrent=True)
+    reference.run(160)
+    for steps in (3, 17, 40):
+        native.run(steps)
+    native.engine = "torch"
+    native.run(6)
+    native.engine = "native"
+    native.run(160 - int(native.step_count))
+    assert [struct.arrival for struct in plan_of(native).rules[:2]] == [1, 1]
+    assert_same_run(reference, native, EXACT)
+
+
+def test_arrival_timed_stdp_clamps_out_of_bounds_weights_as_torch():
+    reference, native = twin_networks(arrival_network, bounds=HardBounds(0.0, 1.2))
+    for network in (reference, native):
+        with torch.no_grad():
+            network.connections["link"].weight[::5] = 1.4  # inside the connection's bounds, outside the rule's
+    reference.run(80)
+    native.run(80)
+    assert float(native.connections["link"].weight.detach().max()) <= float(torch.tensor(1.2))  # 1.2 in float32
+    assert_same_run(reference, native, EXACT)
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"batch": 2}, "one sample"),
+        ({"delays": torch.rand(80, 30) * 4.0}, "fractional delays"),
+        ({"delays": torch.randint(0, 60, (80, 30)).float()}, "more than 48 steps"),
+    ],
+)
+def test_arrival_timing_outside_the_kernels_is_named(options, reason):
+    network = arrival_network("auto", **options)
+    assert reason in runner.unsupported_reason(network)
+    assert "timing='emission'" in runner.unsupported_reason(network)
 
 
 # --------------------------------------------------------------------------- sources and monitors

@@ -25,7 +25,7 @@
 #include <string.h>
 
 /* Bump when a structure layout changes, together with ABI_VERSION in structs.py. */
-#define EMBER_NATIVE_ABI 2
+#define EMBER_NATIVE_ABI 3
 
 enum { NODE_POPULATION = 0, NODE_POISSON = 1, NODE_FRAMES = 2 };
 enum { CONN_DENSE = 0, CONN_LATERAL = 1, CONN_ONE_TO_ONE = 2 };
@@ -115,7 +115,8 @@ typedef struct {
     int32_t has_w_min, has_w_max;
     int32_t depress, potentiate;  /* whether each update is applied at all */
     int32_t defer;                /* potentiation may be deferred (see "deferred potentiation" in kernels_step.h) */
-    int32_t pad0;
+    int32_t arrival;              /* presynaptic spikes count when they arrive through whole-step delays */
+    int32_t pad0, pad1;
     double decay_pre, decay_post1, decay_post2;
     double depression_factor;     /* -a_minus or -nu_pre */
     double potentiation_factor;   /* a_plus or nu_post */
@@ -124,6 +125,15 @@ typedef struct {
     void *pre_trace;              /* (B, pre_size) */
     void *post_trace1;            /* (B, post_size) */
     void *post_trace2;            /* (B, post_size), Diehl & Cook only */
+    /* Arrival timing with one sample; pre_trace is then per synapse, (pre_size, post_size). */
+    const uint8_t *delay;         /* (pre_size, post_size) whole delay steps, below 64 */
+    const int32_t *bucket_start;  /* (pre_size, max_delay + 2): where each delay's columns start in bucket_column */
+    const int32_t *bucket_column; /* (pre_size, post_size): each row's columns in order of delay */
+    int32_t max_delay;            /* the largest whole delay in steps */
+    int32_t pad2;
+    uint64_t *bits;               /* (pre_size,) spike history: bit k is the spike of k steps ago */
+    int64_t *older;               /* (pre_size,) step of the newest spike that left `bits`, or -1 */
+    int64_t *reported;            /* (pre_size, post_size) ArrivalTracker.reported: emission step of the last arrival */
 } Rule;
 
 typedef struct {
@@ -173,6 +183,8 @@ static uint64_t mix_seed3(uint64_t a, uint64_t b, uint64_t c) {
 #define MT_M 397
 /* Steps whose generators are seeded together, so the serial seeding recurrences overlap. */
 #define DRAW_BLOCK 8
+/* Weight matrices up to this size potentiate a batch in blocks of columns, larger ones row by row. */
+#define CACHED_WEIGHT_BYTES ((size_t)16 << 20)
 /* Columns of a delay line that one pass over the spiking rows updates. */
 #define LINE_TILE 128
 
@@ -257,7 +269,10 @@ typedef struct {
     uint8_t *row_mark;
     int32_t *columns;       /* union of spiking postsynaptic columns */
     uint8_t *column_mark;
-    void *sums;             /* a row or a block of columns of pair sums */
+    void *sums;             /* a block of columns or a row of pair sums */
+    int32_t *post_list;     /* the spiking columns of every sample, one after the other */
+    void *post_value;       /* the postsynaptic factor of each of them */
+    int32_t *post_first;    /* (B + 1,) where each sample's columns start in post_list */
     uint8_t *drawn;         /* per Poisson node: DRAW_BLOCK steps of spikes */
     int64_t *drawn_offset;
     uint32_t (*states)[MT_N];
@@ -266,6 +281,7 @@ typedef struct {
     void **line;            /* per connection with an offset table: its line of future input, else NULL */
     int64_t *line_position; /* per connection: the cell of the current step in its line */
     struct Deferred *deferred; /* per rule: deferred potentiation, active or not */
+    struct Arrivals *arrivals; /* per rule: arrival times of a nearest trace, active or not */
     int32_t *deferred_of_conn; /* per connection: the rule whose potentiation is deferred, or -1 */
 } Scratch;
 
@@ -274,6 +290,28 @@ typedef struct {
  * kernels_step.h). Steps are counted from `base`, the first step of the
  * current block of at most `block` steps.
  */
+/*
+ * A nearest presynaptic trace per synapse, kept as the step of the last
+ * arrival: after an arrival the trace is 1 and then decays, so k steps later
+ * it is decay multiplied k times, power[k] (see "arrival timing" in
+ * kernels_step.h). Steps are counted from the first step of the call.
+ */
+typedef struct Arrivals {
+    int active;
+    int size;          /* entries of `power`; the trace is 0 from `size` steps on */
+    int32_t *last;     /* (post, pre) step of the last arrival, or ARRIVAL_NEVER */
+    void *power;       /* REAL (size,): 1, decay, decay * decay, ... */
+} Arrivals;
+
+#define ARRIVAL_NEVER INT32_MIN
+#define ARRIVAL_MAX_POWERS (1 << 16)
+
+static void arrivals_close(Arrivals *a) {
+    free(a->last);
+    free(a->power);
+    memset(a, 0, sizeof(*a));
+}
+
 typedef struct Deferred {
     int active;
     int block;
@@ -331,7 +369,7 @@ static void deferred_close(Deferred *d) {
 
 static int scratch_open(Scratch *w, const Net *net, size_t real_size) {
     const int B = net->batch;
-    int64_t total = 0, widest = 1, sums = 1, drawn = 0, outputs = 1;
+    int64_t total = 0, widest = 1, sums = 1, drawn = 0, outputs = 1, spiking = 1;
 
     memset(w, 0, sizeof(*w));
     w->active_offset = (int64_t *)malloc(sizeof(int64_t) * (size_t)(net->n_nodes + 1));
@@ -339,10 +377,11 @@ static int scratch_open(Scratch *w, const Net *net, size_t real_size) {
     w->active_count = (int32_t *)calloc((size_t)net->n_nodes * (size_t)B + 1, sizeof(int32_t));
     w->line = (void **)calloc((size_t)net->n_conns + 1, sizeof(void *));
     w->deferred = (Deferred *)calloc((size_t)net->n_rules + 1, sizeof(Deferred));
+    w->arrivals = (Arrivals *)calloc((size_t)net->n_rules + 1, sizeof(Arrivals));
     w->deferred_of_conn = (int32_t *)malloc(sizeof(int32_t) * ((size_t)net->n_conns + 1));
     w->line_position = (int64_t *)calloc((size_t)net->n_conns + 1, sizeof(int64_t));
     if (!w->active_offset || !w->drawn_offset || !w->active_count || !w->line || !w->line_position || !w->deferred ||
-        !w->deferred_of_conn)
+        !w->deferred_of_conn || !w->arrivals)
         return -1;
     for (int ci = 0; ci < net->n_conns; ci++) w->deferred_of_conn[ci] = -1;
     for (int r = 0; r < net->n_rules; r++) {
@@ -364,10 +403,10 @@ static int scratch_open(Scratch *w, const Net *net, size_t real_size) {
     }
     for (int r = 0; r < net->n_rules; r++) {
         const Conn *c = &net->conns[net->rules[r].conn];
-        /* A block of up to 64 columns of the presynaptic size, or one row. */
-        int64_t need = 64 * (int64_t)c->pre_size;
-        if (c->post_size > need) need = c->post_size;
-        if (need > sums) sums = need;
+        /* A block of up to 64 columns of the presynaptic size or one row of pair sums, and the spiking columns of every sample. */
+        if (64 * (int64_t)c->pre_size > sums) sums = 64 * (int64_t)c->pre_size;
+        if (c->post_size > sums) sums = c->post_size;
+        if ((int64_t)B * c->post_size > spiking) spiking = (int64_t)B * c->post_size;
     }
 
     w->active = (int32_t *)malloc(sizeof(int32_t) * (size_t)(total + 1));
@@ -376,11 +415,15 @@ static int scratch_open(Scratch *w, const Net *net, size_t real_size) {
     w->columns = (int32_t *)malloc(sizeof(int32_t) * (size_t)widest);
     w->column_mark = (uint8_t *)calloc((size_t)widest, 1);
     w->sums = malloc(real_size * (size_t)sums);
+    w->post_list = (int32_t *)malloc(sizeof(int32_t) * (size_t)spiking);
+    w->post_value = malloc(real_size * (size_t)spiking);
+    w->post_first = (int32_t *)malloc(sizeof(int32_t) * ((size_t)B + 1));
     w->drawn = (uint8_t *)malloc((size_t)drawn + 1);
     w->states = (uint32_t(*)[MT_N])malloc(sizeof(uint32_t) * MT_N * DRAW_BLOCK);
     w->outputs = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)outputs);
     w->inputs = malloc(real_size * 2 * (size_t)widest);
-    if (!w->active || !w->rows || !w->row_mark || !w->columns || !w->column_mark || !w->sums || !w->drawn ||
+    if (!w->active || !w->rows || !w->row_mark || !w->columns || !w->column_mark || !w->sums || !w->post_list ||
+        !w->post_value || !w->post_first || !w->drawn ||
         !w->states || !w->outputs || !w->inputs)
         return -1;
     return 0;
@@ -394,6 +437,9 @@ static void scratch_close(Scratch *w, const Net *net) {
     if (w->deferred)
         for (int r = 0; r < net->n_rules; r++) deferred_close(&w->deferred[r]);
     free(w->deferred);
+    if (w->arrivals)
+        for (int r = 0; r < net->n_rules; r++) arrivals_close(&w->arrivals[r]);
+    free(w->arrivals);
     free(w->deferred_of_conn);
     free(w->active);
     free(w->active_count);
@@ -403,6 +449,9 @@ static void scratch_close(Scratch *w, const Net *net) {
     free(w->columns);
     free(w->column_mark);
     free(w->sums);
+    free(w->post_list);
+    free(w->post_value);
+    free(w->post_first);
     free(w->drawn);
     free(w->drawn_offset);
     free(w->states);

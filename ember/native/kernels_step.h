@@ -565,8 +565,7 @@ static void FN(depress)(const Net *net, Rule *r, Scratch *w) {
 /*
  * Potentiation at postsynaptic spikes: for each spiking column j, the pair
  * sum over samples of x_pre[b, i] * post[b, j] (post is the spike, or for
- * Diehl & Cook the spike times x_post2), for every row i. Columns go in
- * blocks of 64 so the sums fit in the scratch buffer.
+ * Diehl & Cook the spike times x_post2), for every row i.
  */
 static void FN(potentiate)(const Net *net, Rule *r, Scratch *w) {
     const Conn *c = &net->conns[r->conn];
@@ -636,26 +635,72 @@ static void FN(potentiate)(const Net *net, Rule *r, Scratch *w) {
         return;
     }
 
-    for (int first = 0; first < n_columns; first += 64) {
-        const int block = n_columns - first < 64 ? n_columns - first : 64;
-        for (size_t x = 0; x < (size_t)block * I; x++) sums[x] = 0;
-        for (int b = 0; b < B; b++) {
-            const REAL *sample_trace = pre_trace + (size_t)b * I;
-            for (int m = 0; m < block; m++) {
-                const size_t idx = (size_t)b * P + w->columns[first + m];
-                const REAL post = gate ? post_spikes[idx] * gate[idx] : post_spikes[idx];
-                if (post == 0) continue;
-                REAL *column_sums = sums + (size_t)m * I;
-                for (int i = 0; i < I; i++) column_sums[i] += sample_trace[i] * post;
+    /*
+     * Several samples, a weight matrix that fits in the cache: columns go in
+     * blocks of 64, whose pair sums over the samples are vectors along the
+     * rows, and each block then updates its columns row by row.
+     */
+    if ((size_t)I * (size_t)P * sizeof(REAL) <= CACHED_WEIGHT_BYTES) {
+        for (int first = 0; first < n_columns; first += 64) {
+            const int block = n_columns - first < 64 ? n_columns - first : 64;
+            for (size_t x = 0; x < (size_t)block * I; x++) sums[x] = 0;
+            for (int b = 0; b < B; b++) {
+                const REAL *sample_trace = pre_trace + (size_t)b * I;
+                for (int m = 0; m < block; m++) {
+                    const size_t idx = (size_t)b * P + w->columns[first + m];
+                    const REAL post = gate ? post_spikes[idx] * gate[idx] : post_spikes[idx];
+                    if (post == 0) continue;
+                    REAL *column_sums = sums + (size_t)m * I;
+                    for (int i = 0; i < I; i++) column_sums[i] += sample_trace[i] * post;
+                }
+            }
+            for (int i = 0; i < I; i++) {
+                REAL *row = weight + (size_t)i * P;
+                for (int m = 0; m < block; m++) {
+                    const int j = w->columns[first + m];
+                    if (lateral && j == i) continue;
+                    FN(update_weight)(&u, row + j, sums[(size_t)m * I + i]);
+                }
             }
         }
-        for (int i = 0; i < I; i++) {
-            REAL *row = weight + (size_t)i * P;
-            for (int m = 0; m < block; m++) {
-                const int j = w->columns[first + m];
-                if (lateral && j == i) continue;
-                FN(update_weight)(&u, row + j, sums[(size_t)m * I + i]);
-            }
+        r->full_pass = u.outside;
+        return;
+    }
+
+    /*
+     * Several samples, a larger matrix: row by row, the pair sums of the row's spiking columns
+     * collect x_pre[b, i] * post[b, j] in sample order (the order of the
+     * PyTorch sum over the batch), then the row takes its updates. Each row
+     * is read and written once, however many columns spiked.
+     */
+    int32_t *list = w->post_list;
+    REAL *value = (REAL *)w->post_value;
+    int32_t *first = w->post_first;
+    int total = 0;
+    for (int b = 0; b < B; b++) {
+        first[b] = total;
+        const int32_t *spiking = active + (size_t)b * P;
+        for (int k = 0; k < active_count[b]; k++) {
+            const size_t idx = (size_t)b * P + spiking[k];
+            const REAL post = gate ? post_spikes[idx] * gate[idx] : post_spikes[idx];
+            if (post == 0) continue;
+            list[total] = spiking[k];
+            value[total++] = post;
+        }
+    }
+    first[B] = total;
+    for (int i = 0; i < I; i++) {
+        REAL *row = weight + (size_t)i * P;
+        for (int m = 0; m < n_columns; m++) sums[w->columns[m]] = 0;
+        for (int b = 0; b < B; b++) {
+            const REAL x = pre_trace[(size_t)b * I + i];
+            if (x == 0) continue; /* adds +0 to sums that start at +0 */
+            for (int k = first[b]; k < first[b + 1]; k++) sums[list[k]] += x * value[k];
+        }
+        for (int m = 0; m < n_columns; m++) {
+            const int j = w->columns[m];
+            if (lateral && j == i) continue;
+            FN(update_weight)(&u, row + j, sums[j]);
         }
     }
     r->full_pass = u.outside;
@@ -805,6 +850,313 @@ static void FN(deferred_step)(const Net *net, const Rule *r, Deferred *d, const 
     }
 }
 
+/* The power table of a nearest trace: 1, decay, decay * decay, ... up to its fixed point (0, or a subnormal that decay leaves as it is). */
+static int FN(arrival_powers)(Arrivals *a, REAL decay) {
+    REAL *power = (REAL *)malloc(sizeof(REAL) * ARRIVAL_MAX_POWERS);
+    if (!power) return -1;
+    power[0] = 1;
+    int size = 1;
+    while (size < ARRIVAL_MAX_POWERS) {
+        power[size] = power[size - 1] * decay;
+        if (power[size] == power[size - 1]) break;
+        size++;
+        if (power[size - 1] == 0) break;
+    }
+    a->power = power;
+    a->size = size;
+    /* Without a fixed point within the table the trace cannot be looked up. */
+    return size < ARRIVAL_MAX_POWERS ? 0 : -1;
+}
+
+/* The trace `age` steps after an arrival. */
+static inline REAL FN(arrival_trace)(const Arrivals *a, int64_t age) {
+    const REAL *power = (const REAL *)a->power;
+    return power[age < a->size ? age : a->size - 1];
+}
+
+/*
+ * Start keeping a nearest trace as arrival steps, counted from the first
+ * step of the call. Each trace must be 0 or a value of the power table,
+ * which it is when it was reset to 0 and then updated only by this rule.
+ * Otherwise, or without memory, the call decays every trace at every step.
+ */
+static void FN(arrivals_open)(const Net *net, const Rule *r, Arrivals *a) {
+    const Conn *c = &net->conns[r->conn];
+    const size_t n = (size_t)c->pre_size * (size_t)c->post_size;
+    const REAL *trace = (const REAL *)r->pre_trace;
+    memset(a, 0, sizeof(*a));
+    if (!r->arrival || !r->nearest || !r->bucket_start || net->batch != 1) return;
+    if (FN(arrival_powers)(a, (REAL)r->decay_pre) != 0) {
+        arrivals_close(a);
+        return;
+    }
+    a->last = (int32_t *)malloc(sizeof(int32_t) * n);
+    if (!a->last) {
+        arrivals_close(a);
+        return;
+    }
+    const REAL *power = (const REAL *)a->power;
+    const int I = c->pre_size, P = c->post_size;
+
+    for (size_t x = 0; x < n; x++) {
+        const REAL value = trace[x];
+        /* `last` is stored by column, (post, pre), so that a postsynaptic spike reads its column in one run. */
+        int32_t *last = a->last + (x % (size_t)P) * (size_t)I + x / (size_t)P;
+        if (value == 0) {
+            *last = ARRIVAL_NEVER;
+            continue;
+        }
+        /* The power table decreases: find the age whose power equals the trace (step -1 is the step before the call). */
+        int low = 0, high = a->size - 1;
+        while (low < high) {
+            const int middle = (low + high) / 2;
+            if (power[middle] > value) low = middle + 1;
+            else high = middle;
+        }
+        if (power[low] != value) {
+            arrivals_close(a);
+            return;
+        }
+        *last = -1 - low;
+    }
+    a->active = 1;
+}
+
+/* Write each synapse's trace after step `last` (counted from the first step of the call) back into pre_trace. */
+static void FN(arrivals_close_trace)(const Net *net, const Rule *r, Arrivals *a, int64_t last) {
+    const Conn *c = &net->conns[r->conn];
+    const int I = c->pre_size, P = c->post_size;
+    REAL *trace = (REAL *)r->pre_trace;
+    for (int j = 0; j < P; j++) {
+        const int32_t *column = a->last + (size_t)j * I;
+        for (int i = 0; i < I; i++)
+            trace[(size_t)i * P + j] = column[i] == ARRIVAL_NEVER ? (REAL)0 : FN(arrival_trace)(a, last - column[i]);
+    }
+}
+
+/*
+ * arrival_rule_step with a nearest trace kept as arrival steps, while every
+ * weight is in bounds. Arrivals come from the rows' columns grouped by delay,
+ * so the step touches only the synapses that receive a spike and the columns
+ * of neurons that spike. Skipping a synapse whose update is 0 leaves its weight
+ * as the PyTorch path does while the weight is in bounds.
+ */
+static void FN(arrival_lazy_step)(const Net *net, Rule *r, Arrivals *a, int depress, int potentiate, int64_t now,
+                                  const REAL *post_trace, const REAL *post_spikes, const int32_t *post_list, int post_events) {
+    const Conn *c = &net->conns[r->conn];
+    const int I = c->pre_size, P = c->post_size;
+    const int lateral = c->kind == CONN_LATERAL;
+    const int stride = r->max_delay + 2;
+    const uint64_t window = r->max_delay >= 63 ? ~(uint64_t)0 : (((uint64_t)1 << (r->max_delay + 1)) - 1);
+    REAL *weight = (REAL *)c->weight;
+    FN(Update) ud = FN(update_constants)(r, r->depression_factor, 1);
+    FN(Update) up = FN(update_constants)(r, r->potentiation_factor, 1);
+    int outside = 0;
+
+    for (int i = 0; i < I; i++) {
+        uint64_t due = r->bits[i] & window;
+        const int32_t *start = r->bucket_start + (size_t)i * stride;
+        const int32_t *column = r->bucket_column + (size_t)i * P;
+        REAL *row = weight + (size_t)i * P;
+        while (due) {
+            const int delay = __builtin_ctzll(due);
+            due &= due - 1;
+            for (int m = start[delay]; m < start[delay + 1]; m++) {
+                const int j = column[m];
+                a->last[(size_t)j * I + i] = (int32_t)now;
+                if (depress && !(lateral && j == i))
+                    row[j] = FN(update_plain)(&ud, ud.mean, ud.hard, row[j], post_trace[j], &outside);
+            }
+        }
+    }
+    if (potentiate) {
+        for (int k = 0; k < post_events; k++) {
+            const int j = post_list[k];
+            const int32_t *last = a->last + (size_t)j * I;
+            for (int i = 0; i < I; i++) {
+                const int32_t arrived = last[i];
+                if (arrived == ARRIVAL_NEVER || (lateral && i == j)) continue;
+                REAL *target = weight + (size_t)i * P + j;
+                *target = FN(update_plain)(&up, up.mean, up.hard, *target, FN(arrival_trace)(a, now - arrived) * post_spikes[j], &outside);
+            }
+        }
+    }
+    if (depress || potentiate) r->full_pass = outside;
+}
+
+/*
+ * One row of arrival_rule_step for hard bounds or none, with the flags as
+ * constants so that each call site compiles to a vectorised loop.
+ */
+static inline __attribute__((always_inline)) void FN(arrival_row)(
+    const Rule *r, const FN(Update) *ud, const FN(Update) *up, int i, int P, const int depress, const int potentiate,
+    const int nearest, REAL decay_pre, const REAL *restrict post_trace, const REAL *restrict post_spikes,
+    REAL *restrict trace, REAL *restrict row, int *outside) {
+    const uint64_t history = r->bits[i];
+    const uint8_t *restrict delay = r->delay + (size_t)i * P;
+    REAL *restrict row_trace = trace + (size_t)i * P;
+    int out = 0;
+    for (int j = 0; j < P; j++) {
+        const int arrived = (int)((history >> delay[j]) & 1U);
+        /* The trace decays, then an arrival sets it to 1 (nearest) or adds 1. */
+        REAL x = row_trace[j] * decay_pre;
+        const REAL depression = arrived ? post_trace[j] : (REAL)0;
+        if (arrived) x = nearest ? (REAL)1 : x + (REAL)1;
+        row_trace[j] = x;
+        if (depress || potentiate) {
+            REAL value = row[j];
+            if (depress) value = FN(update_plain)(ud, ud->mean, ud->hard, value, depression, &out);
+            if (potentiate) value = FN(update_plain)(up, up->mean, up->hard, value, x * post_spikes[j], &out);
+            row[j] = value;
+        }
+    }
+    *outside |= out;
+}
+
+/* One row of arrival_rule_step for soft bounds. */
+static void FN(arrival_row_soft)(const Rule *r, FN(Update) *ud, FN(Update) *up, int i, int P, int depress, int potentiate,
+                                 REAL decay_pre, const REAL *post_trace, const REAL *post_spikes, REAL *trace, REAL *row) {
+    const uint64_t history = r->bits[i];
+    const uint8_t *delay = r->delay + (size_t)i * P;
+    REAL *row_trace = trace + (size_t)i * P;
+    for (int j = 0; j < P; j++) {
+        const int arrived = (int)((history >> delay[j]) & 1U);
+        REAL x = row_trace[j] * decay_pre;
+        const REAL depression = arrived ? post_trace[j] : (REAL)0;
+        if (arrived) x = r->nearest ? (REAL)1 : x + (REAL)1;
+        row_trace[j] = x;
+        if (depress) FN(update_weight)(ud, row + j, depression);
+        if (potentiate) FN(update_weight)(up, row + j, x * post_spikes[j]);
+    }
+}
+
+/*
+ * Pair STDP with arrival timing, one sample, whole-step delays: STDP.update
+ * with ArrivalTracker. A presynaptic spike reaches synapse (i, j) d_ij steps
+ * after it was emitted, which is bit d_ij of the spike history of input i.
+ * Every synapse keeps its own presynaptic trace (pre_trace is pre x post),
+ * so each step decays every trace, as the PyTorch path does, in one pass
+ * along the rows that also applies depression and potentiation.
+ * SpikeTimingRule.pair skips an update whose pair sum is all zero. While
+ * every weight is in bounds a skipped update equals a zero one, so the pass
+ * needs to know whether an update applies only after weights left their
+ * bounds (full_pass), and then scans the arrivals first.
+ */
+static void FN(arrival_dense_step)(const Net *net, Rule *r, int depress, int potentiate, const REAL *post_trace,
+                                   const REAL *post_spikes);
+
+static void FN(arrival_rule_step)(const Net *net, Rule *r, Arrivals *arrivals, Scratch *w, int64_t step) {
+    const Conn *c = &net->conns[r->conn];
+    const int I = c->pre_size, P = c->post_size;
+    const REAL *pre_spikes = (const REAL *)net->nodes[c->pre].spikes;
+    const REAL *post_spikes = (const REAL *)net->nodes[c->post].spikes;
+    REAL *post_trace = (REAL *)r->post_trace1;
+    const REAL decay_post = (REAL)r->decay_post1;
+    const int post_events = w->active_count[c->post];
+    const int32_t *post_list = w->active + w->active_offset[c->post];
+
+    /* ArrivalTracker._record: this step's spikes become bit 0, and a spike that leaves the word is remembered. */
+    for (int i = 0; i < I; i++) {
+        if (r->bits[i] >> 63) r->older[i] = step - 64;
+        r->bits[i] = (r->bits[i] << 1) | (uint64_t)(pre_spikes[i] > 0);
+    }
+
+    int post_trace_nonzero = 0;
+    for (int j = 0; j < P; j++) {
+        post_trace[j] = post_trace[j] * decay_post;
+        post_trace_nonzero |= post_trace[j] != 0;
+    }
+    int depress = r->depress && post_trace_nonzero;
+    int potentiate = r->potentiate && post_events > 0;
+    if (arrivals->active && !r->full_pass && r->bounds != BOUNDS_SOFT) {
+        FN(arrival_lazy_step)(net, r, arrivals, depress, potentiate, step - net->step0, post_trace, post_spikes, post_list,
+                              post_events);
+    } else {
+        if (arrivals->active) {
+            /* Weights left their bounds: go back to decaying every trace, from the traces the arrival steps give. */
+            FN(arrivals_close_trace)(net, r, arrivals, step - net->step0 - 1);
+            arrivals_close(arrivals);
+        }
+        FN(arrival_dense_step)(net, r, depress, potentiate, post_trace, post_spikes);
+    }
+    for (int k = 0; k < post_events; k++) {
+        const int j = post_list[k];
+        post_trace[j] = r->nearest ? (REAL)1 : post_trace[j] + (REAL)1;
+    }
+}
+
+/* The dense pass of arrival_rule_step: every trace decays, and every weight takes its update. */
+static void FN(arrival_dense_step)(const Net *net, Rule *r, int depress, int potentiate, const REAL *post_trace,
+                                   const REAL *post_spikes) {
+    const Conn *c = &net->conns[r->conn];
+    const int I = c->pre_size, P = c->post_size;
+    REAL *trace = (REAL *)r->pre_trace;
+    REAL *weight = (REAL *)c->weight;
+    const REAL decay_pre = (REAL)r->decay_pre;
+    const int lateral = c->kind == CONN_LATERAL;
+    if (r->full_pass && (depress || potentiate)) {
+        int arrived_any = 0, trace_nonzero = 0;
+        for (int i = 0; i < I && !(arrived_any && trace_nonzero); i++) {
+            const uint8_t *delay = r->delay + (size_t)i * P;
+            const REAL *row = trace + (size_t)i * P;
+            for (int j = 0; j < P; j++) {
+                const int arrived = (int)((r->bits[i] >> delay[j]) & 1U);
+                arrived_any |= arrived;
+                trace_nonzero |= arrived || row[j] * decay_pre != 0;
+            }
+        }
+        depress = depress && arrived_any;
+        potentiate = potentiate && trace_nonzero;
+    }
+
+    FN(Update) ud = FN(update_constants)(r, r->depression_factor, 1);
+    FN(Update) up = FN(update_constants)(r, r->potentiation_factor, 1);
+    int outside = 0;
+    const int variant = (depress ? 1 : 0) | (potentiate ? 2 : 0) | (r->nearest ? 4 : 0);
+    for (int i = 0; i < I; i++) {
+        REAL *row = weight + (size_t)i * P;
+        /* A lateral connection leaves the weight from a neuron to itself alone. */
+        const REAL own = lateral ? row[i] : (REAL)0;
+        if (ud.bounds == BOUNDS_SOFT) {
+            FN(arrival_row_soft)(r, &ud, &up, i, P, depress, potentiate, decay_pre, post_trace, post_spikes, trace, row);
+        } else {
+            switch (variant) {
+            case 0: FN(arrival_row)(r, &ud, &up, i, P, 0, 0, 0, decay_pre, post_trace, post_spikes, trace, row, &outside); break;
+            case 1: FN(arrival_row)(r, &ud, &up, i, P, 1, 0, 0, decay_pre, post_trace, post_spikes, trace, row, &outside); break;
+            case 2: FN(arrival_row)(r, &ud, &up, i, P, 0, 1, 0, decay_pre, post_trace, post_spikes, trace, row, &outside); break;
+            case 3: FN(arrival_row)(r, &ud, &up, i, P, 1, 1, 0, decay_pre, post_trace, post_spikes, trace, row, &outside); break;
+            case 4: FN(arrival_row)(r, &ud, &up, i, P, 0, 0, 1, decay_pre, post_trace, post_spikes, trace, row, &outside); break;
+            case 5: FN(arrival_row)(r, &ud, &up, i, P, 1, 0, 1, decay_pre, post_trace, post_spikes, trace, row, &outside); break;
+            case 6: FN(arrival_row)(r, &ud, &up, i, P, 0, 1, 1, decay_pre, post_trace, post_spikes, trace, row, &outside); break;
+            default: FN(arrival_row)(r, &ud, &up, i, P, 1, 1, 1, decay_pre, post_trace, post_spikes, trace, row, &outside); break;
+            }
+        }
+        if (lateral) row[i] = own;
+    }
+    if (depress || potentiate) r->full_pass = outside | ud.outside | up.outside;
+}
+
+/*
+ * ArrivalTracker.reported after the last step: for each synapse, the
+ * emission step of the newest spike that has arrived. That is the newest
+ * spike in `bits` at least `delay` steps old, else the one in `older`; a
+ * synapse without either keeps what it had.
+ */
+static void FN(arrival_finish)(const Net *net, const Rule *r, int64_t last) {
+    const Conn *c = &net->conns[r->conn];
+    const int I = c->pre_size, P = c->post_size;
+    for (int i = 0; i < I; i++) {
+        const uint64_t history = r->bits[i];
+        int64_t *reported = r->reported + (size_t)i * P;
+        const uint8_t *delay = r->delay + (size_t)i * P;
+        for (int j = 0; j < P; j++) {
+            const uint64_t due = history >> delay[j];
+            if (due) reported[j] = last - (delay[j] + __builtin_ctzll(due));
+            else if (r->older[i] >= 0) reported[j] = r->older[i];
+        }
+    }
+}
+
 /*
  * One step of pair STDP or of the Diehl & Cook rule, in the order of
  * STDP.update and DiehlCookSTDP.update. The traces decay, presynaptic spikes
@@ -813,6 +1165,10 @@ static void FN(deferred_step)(const Net *net, const Rule *r, Deferred *d, const 
  * pair sum is all zero is skipped, as SpikeTimingRule.pair skips it.
  */
 static void FN(rule_step)(const Net *net, Rule *r, Deferred *deferred, Scratch *w, int64_t step) {
+    if (r->arrival) {
+        FN(arrival_rule_step)(net, r, &w->arrivals[r - net->rules], w, step);
+        return;
+    }
     const Conn *c = &net->conns[r->conn];
     const int B = net->batch;
     const int I = c->pre_size;
@@ -937,8 +1293,10 @@ int64_t FN(ember_run)(Net *net) {
         scratch_close(&w, net);
         return -1;
     }
-    for (int r = 0; r < net->n_rules; r++)
+    for (int r = 0; r < net->n_rules; r++) {
         if (w.deferred[r].active) FN(deferred_rebase)(net, &net->rules[r], &w.deferred[r], net->step0);
+        FN(arrivals_open)(net, &net->rules[r], &w.arrivals[r]);
+    }
     for (; done < net->steps; done++) {
         const int64_t step = net->step0 + done;
         int recorder_full = 0;
@@ -974,8 +1332,11 @@ int64_t FN(ember_run)(Net *net) {
         for (int n = 0; n < net->n_nodes; n++) FN(record)(net, &net->nodes[n], n, &w, step);
         FN(lines_advance)(net, &w);
     }
-    for (int r = 0; r < net->n_rules; r++)
+    for (int r = 0; r < net->n_rules; r++) {
         if (w.deferred[r].active) FN(deferred_sync_all)(net, &net->rules[r], &w.deferred[r], net->step0 + done);
+        if (w.arrivals[r].active) FN(arrivals_close_trace)(net, &net->rules[r], &w.arrivals[r], done - 1);
+        if (net->rules[r].arrival && done > 0) FN(arrival_finish)(net, &net->rules[r], net->step0 + done - 1);
+    }
     FN(lines_close)(net, &w, net->step0 + done);
     free(slot_now);
     scratch_close(&w, net);

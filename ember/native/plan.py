@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ember.learning.base import BITS_PER_WORD, WORD_MASK
+
 from ember.native.structs import (
     BOUNDS_HARD,
     BOUNDS_NONE,
@@ -55,6 +57,9 @@ MIN_EVENT_CAPACITY = 1 << 16
 #: kernels_step.h): weights then equal the step-by-step ones up to rounding instead of bit for bit.
 #: ``EMBER_NATIVE_DEFER=0`` switches it off.
 DEFER_POTENTIATION = os.environ.get("EMBER_NATIVE_DEFER", "1").strip().lower() not in ("0", "false", "no", "off")
+#: The minimum steps of a run that defers potentiation: each call ends with a pass over every weight,
+#: which a run of a few steps (one per callback, for example) would pay at every step.
+DEFER_MIN_STEPS = 32
 
 
 class Unsupported(Exception):
@@ -133,6 +138,29 @@ class Watch:
 
 
 # --------------------------------------------------------------------------- helpers
+def _history_bits(tracker, step: int) -> torch.Tensor:
+    """Return the spike history of ``tracker`` as one int64 word per presynaptic unit, bit k the spike of ``step - 1 - k``.
+
+    ``tracker.history`` keeps words of :data:`BITS_PER_WORD` bits relative to
+    its last step; older spikes that do not fit in 64 bits are dropped.
+    """
+    history = tracker.history[0]
+    bits = torch.zeros(history.shape[1:], dtype=torch.int64).reshape(-1)
+    last = int(tracker.last_step)
+    shift = step - 1 - last
+    if last < 0 or shift >= 64:
+        return bits
+    for word in range(tracker.words):
+        bits |= history[word].reshape(-1) << (BITS_PER_WORD * word)
+    return (bits << shift).contiguous()
+
+
+def _store_history_bits(tracker, bits: torch.Tensor, last: int) -> None:
+    """Write ``bits`` (bit k: the spike of ``last - k``) back into ``tracker.history`` and set its last step."""
+    words = [(bits >> (BITS_PER_WORD * word)) & WORD_MASK for word in range(tracker.words)]
+    tracker.history = torch.stack(words).view(tracker.history.shape).to(tracker.history.dtype)
+    tracker.last_step = torch.full_like(tracker.last_step, last)
+
 
 
 def _flat(tensor: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -246,6 +274,11 @@ class Plan:
         self.conns = (ConnStruct * max(len(self.conn_names), 1))()
         self.poisson: list[tuple[int, Any]] = []
         self.frames: list[tuple[int, Any]] = []
+        # Per connection index: whole delay steps, and whether any delay has a fractional part.
+        self.whole_delays: dict[int, torch.Tensor] = {}
+        self.fractional_delays: set[int] = set()
+        # Per rule with arrival timing: the spike history words of the current run, and the newest spike older than them.
+        self.arrival_bits: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         injections = self._describe_nodes(network, rows)
         for name, connection in network.connections.items():
             self._describe_connection(name, connection, network.edges[name], self.conns[self.conn_index[name]])
@@ -425,6 +458,10 @@ class Plan:
             fraction = steps - whole
         whole_steps = whole.to(torch.int32).reshape(-1).contiguous()
         has_fraction = bool((fraction != 0).any())
+        conn = self.conn_index[name]
+        self.whole_delays[conn] = whole_steps
+        if has_fraction:
+            self.fractional_delays.add(conn)
         # The kernels wrap a slot index once, and a far share needs one slot more than its whole delay.
         if int(whole_steps.max()) + has_fraction >= struct.slots or int(whole_steps.min()) < 0:
             raise Unsupported(f"connection {name!r} has delays outside its ring buffer of {struct.slots} slots")
@@ -495,12 +532,11 @@ class Plan:
             connection = network.connections[connection_name]
             if type(connection) not in (classes["Dense"], classes["Lateral"]):
                 raise Unsupported(f"learning rule {name!r} acts on a {_type_name(connection)}; the native kernels learn on Dense and Lateral")
+            struct = self._describe_rule(rule, connection_name, connection)
             if self.watch.value(rule, "per_synapse"):
-                raise Unsupported(
-                    f"learning rule {name!r} keeps per-synapse traces (arrival timing through delays); the native "
-                    "kernels need timing='emission' or a connection without delays"
-                )
-            described.append((rule, self._describe_rule(rule, connection_name, connection)))
+                self._check_arrival_timing(name, rule, connection_name)
+                struct.arrival = 1
+            described.append((rule, struct))
 
         self.rules = (RuleStruct * max(len(described), 1))()
         self.rule_modules = [rule for rule, _ in described]
@@ -508,12 +544,49 @@ class Plan:
             self.rules[k] = struct
             struct = self.rules[k]  # the copy inside the array, which the kernels read
             connection = rule.connection
-            self._add_state(rule, "pre_trace", (self.batch, *connection.pre_shape), struct, "pre_trace")
+            if struct.arrival:
+                tracker = self.watch.identity(rule, "arrivals")
+                layout = (self.batch, *tracker.layout)
+                self._add_state(rule, "pre_trace", layout, struct, "pre_trace")
+                self._add_state(tracker, "reported", layout, struct, "reported", dtype=torch.int64)
+                whole = self.whole_delays[struct.conn].view(connection.weight.shape)
+                struct.delay = self._pin(whole.to(torch.uint8).contiguous())
+                # Each row's columns grouped by delay, and where each delay's group starts.
+                struct.max_delay = int(whole.max())
+                order = torch.argsort(whole, dim=1, stable=True)
+                grouped = torch.gather(whole, 1, order).contiguous()
+                bounds = torch.arange(struct.max_delay + 2, dtype=torch.int32).expand(whole.shape[0], -1).contiguous()
+                struct.bucket_column = self._pin(order.to(torch.int32).contiguous())
+                struct.bucket_start = self._pin(torch.searchsorted(grouped, bounds).to(torch.int32).contiguous())
+            else:
+                self._add_state(rule, "pre_trace", (self.batch, *connection.pre_shape), struct, "pre_trace")
             post_traces = ("post_trace",) if type(rule) is classes["STDP"] else ("post_trace1", "post_trace2")
             for trace, field in zip(post_traces, ("post_trace1", "post_trace2")):
                 self._add_state(rule, trace, (self.batch, *connection.post_shape), struct, field)
         self.full_pass_cache: dict[int, tuple[int, int, bool]] = {}
         self.rules_on_connection = Counter(struct.conn for _, struct in described)
+
+    def _check_arrival_timing(self, name: str, rule, connection_name: str) -> None:
+        """Raise :class:`Unsupported` unless the kernels can time this rule's presynaptic spikes at their arrival.
+
+        They can for pair STDP with one sample and whole-step delays that the
+        spike history of a 64-bit word covers (two words of ArrivalTracker).
+        """
+        reason = None
+        tracker = self.watch.identity(rule, "arrivals")
+        if type(rule) is not self.classes["STDP"]:
+            reason = "the kernels time arrivals for pair STDP only"
+        elif self.batch != 1:
+            reason = f"the kernels time arrivals for one sample, and the batch has {self.batch}"
+        elif self.conn_index[connection_name] in self.fractional_delays:
+            reason = "its connection has fractional delays, and the kernels time arrivals through whole-step delays"
+        elif tracker is None or tracker.words * BITS_PER_WORD > 64:
+            reason = "its delays span more than 48 steps"
+        if reason is not None:
+            raise Unsupported(
+                f"learning rule {name!r} times presynaptic spikes at their arrival through delays, but {reason}; "
+                "use timing='emission', engine='torch' or engine='auto'"
+            )
 
     def _describe_rule(self, rule, connection_name: str, connection) -> RuleStruct:
         watch = self.watch
@@ -604,7 +677,12 @@ class Plan:
         for k, rule in enumerate(self.rule_modules):
             struct = self.rules[k]
             struct.full_pass = int(self._needs_full_pass(k, rule))
-            struct.defer = int(self._may_defer(struct))
+            struct.defer = int(steps >= DEFER_MIN_STEPS and self._may_defer(struct))
+            if struct.arrival:
+                bits = _history_bits(rule.arrivals, int(network.step_count))
+                older = torch.full_like(bits, -1)
+                self.arrival_bits[k] = (bits, older)
+                struct.bits, struct.older = bits.data_ptr(), older.data_ptr()
         self._bind_inputs(network)
         counts = {}
         for index in self.count_monitors:
@@ -635,10 +713,13 @@ class Plan:
             for monitor in monitors:
                 monitor._buffers["counts"] = monitor.counts + added
             self.nodes[index].counts = None
+        last = int(network.step_count) - 1
         for k, rule in enumerate(self.rule_modules):
             # The kernels leave full_pass set exactly when an update left a weight outside the bounds.
             weight = rule.connection.weight
             self.full_pass_cache[k] = (id(weight), weight._version, bool(self.rules[k].full_pass))
+            if self.rules[k].arrival:
+                _store_history_bits(rule.arrivals, self.arrival_bits.pop(k)[0], last)
 
     def _may_defer(self, struct: RuleStruct) -> bool:
         """Return whether the kernels may defer the potentiation of this rule in the next run.
@@ -650,6 +731,7 @@ class Plan:
         """
         return (
             DEFER_POTENTIATION
+            and not struct.arrival
             and self.batch == 1
             and struct.kind == RULE_STDP
             and struct.bounds == BOUNDS_NONE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 
 #: The structure layout version; ``ember_abi_version()`` of the library must return it.
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 NODE_POPULATION, NODE_POISSON, NODE_FRAMES = 0, 1, 2
 CONN_DENSE, CONN_LATERAL, CONN_ONE_TO_ONE = 0, 1, 2
@@ -103,7 +103,9 @@ class RuleStruct(ctypes.Structure):
         ("depress", _i32),
         ("potentiate", _i32),
         ("defer", _i32),
+        ("arrival", _i32),
         ("pad0", _i32),
+        ("pad1", _i32),
         ("decay_pre", ctypes.c_double),
         ("decay_post1", ctypes.c_double),
         ("decay_post2", ctypes.c_double),
@@ -116,6 +118,14 @@ class RuleStruct(ctypes.Structure):
         ("pre_trace", _ptr),
         ("post_trace1", _ptr),
         ("post_trace2", _ptr),
+        ("delay", _ptr),
+        ("bucket_start", _ptr),
+        ("bucket_column", _ptr),
+        ("max_delay", _i32),
+        ("pad2", _i32),
+        ("bits", _ptr),
+        ("older", _ptr),
+        ("reported", _ptr),
     ]
 
 
