@@ -636,10 +636,24 @@ def test_arrival_timed_stdp_clamps_out_of_bounds_weights_as_torch():
     assert_same_run(reference, native, EXACT)
 
 
+@pytest.mark.parametrize("trace", ["nearest", "all_to_all"])
+def test_arrival_timed_stdp_with_a_batch_matches_torch(trace):
+    reference, native = twin_networks(arrival_network, trace=trace, batch=3, recurrent=True)
+    reference.run(60)
+    native.run(25)
+    native.engine = "torch"
+    native.run(5)
+    native.engine = "native"
+    native.run(30)
+    assert plan_of(native).rules[0].arrival == 1
+    assert spike_total(reference) > 50
+    # The pair sums over the samples may add in another order than torch's sum.
+    assert_same_run(reference, native, {"rtol": 1e-6, "atol": 1e-6})
+
+
 @pytest.mark.parametrize(
     ("options", "reason"),
     [
-        ({"batch": 2}, "one sample"),
         ({"delays": torch.rand(80, 30) * 4.0}, "fractional delays"),
         ({"delays": torch.randint(0, 60, (80, 30)).float()}, "more than 48 steps"),
     ],

@@ -125,15 +125,15 @@ typedef struct {
     void *pre_trace;              /* (B, pre_size) */
     void *post_trace1;            /* (B, post_size) */
     void *post_trace2;            /* (B, post_size), Diehl & Cook only */
-    /* Arrival timing with one sample; pre_trace is then per synapse, (pre_size, post_size). */
+    /* Arrival timing; pre_trace is then per synapse, (B, pre_size, post_size). */
     const uint8_t *delay;         /* (pre_size, post_size) whole delay steps, below 64 */
     const int32_t *bucket_start;  /* (pre_size, max_delay + 2): where each delay's columns start in bucket_column */
     const int32_t *bucket_column; /* (pre_size, post_size): each row's columns in order of delay */
     int32_t max_delay;            /* the largest whole delay in steps */
     int32_t pad2;
-    uint64_t *bits;               /* (pre_size,) spike history: bit k is the spike of k steps ago */
-    int64_t *older;               /* (pre_size,) step of the newest spike that left `bits`, or -1 */
-    int64_t *reported;            /* (pre_size, post_size) ArrivalTracker.reported: emission step of the last arrival */
+    uint64_t *bits;               /* (B, pre_size) spike history: bit k is the spike of k steps ago */
+    int64_t *older;               /* (B, pre_size) step of the newest spike that left `bits`, or -1 */
+    int64_t *reported;            /* (B, pre_size, post_size) ArrivalTracker.reported: emission step of the last arrival */
 } Rule;
 
 typedef struct {
@@ -405,7 +405,7 @@ static int scratch_open(Scratch *w, const Net *net, size_t real_size) {
         const Conn *c = &net->conns[net->rules[r].conn];
         /* A block of up to 64 columns of the presynaptic size or one row of pair sums, and the spiking columns of every sample. */
         if (64 * (int64_t)c->pre_size > sums) sums = 64 * (int64_t)c->pre_size;
-        if (c->post_size > sums) sums = c->post_size;
+        if (2 * (int64_t)c->post_size > sums) sums = 2 * (int64_t)c->post_size;
         if ((int64_t)B * c->post_size > spiking) spiking = (int64_t)B * c->post_size;
     }
 

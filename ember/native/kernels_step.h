@@ -1044,31 +1044,37 @@ static void FN(arrival_row_soft)(const Rule *r, FN(Update) *ud, FN(Update) *up, 
  */
 static void FN(arrival_dense_step)(const Net *net, Rule *r, int depress, int potentiate, const REAL *post_trace,
                                    const REAL *post_spikes);
+static void FN(arrival_batch_step)(const Net *net, Rule *r, Scratch *w, int depress, int potentiate, const REAL *post_trace,
+                                   const REAL *post_spikes);
 
 static void FN(arrival_rule_step)(const Net *net, Rule *r, Arrivals *arrivals, Scratch *w, int64_t step) {
     const Conn *c = &net->conns[r->conn];
-    const int I = c->pre_size, P = c->post_size;
+    const int B = net->batch, I = c->pre_size, P = c->post_size;
     const REAL *pre_spikes = (const REAL *)net->nodes[c->pre].spikes;
     const REAL *post_spikes = (const REAL *)net->nodes[c->post].spikes;
     REAL *post_trace = (REAL *)r->post_trace1;
     const REAL decay_post = (REAL)r->decay_post1;
-    const int post_events = w->active_count[c->post];
+    const int32_t *post_count = w->active_count + (size_t)c->post * B;
     const int32_t *post_list = w->active + w->active_offset[c->post];
+    int post_events = 0;
+    for (int b = 0; b < B; b++) post_events += post_count[b];
 
     /* ArrivalTracker._record: this step's spikes become bit 0, and a spike that leaves the word is remembered. */
-    for (int i = 0; i < I; i++) {
-        if (r->bits[i] >> 63) r->older[i] = step - 64;
-        r->bits[i] = (r->bits[i] << 1) | (uint64_t)(pre_spikes[i] > 0);
+    for (size_t x = 0; x < (size_t)B * I; x++) {
+        if (r->bits[x] >> 63) r->older[x] = step - 64;
+        r->bits[x] = (r->bits[x] << 1) | (uint64_t)(pre_spikes[x] > 0);
     }
 
     int post_trace_nonzero = 0;
-    for (int j = 0; j < P; j++) {
-        post_trace[j] = post_trace[j] * decay_post;
-        post_trace_nonzero |= post_trace[j] != 0;
+    for (size_t x = 0; x < (size_t)B * P; x++) {
+        post_trace[x] = post_trace[x] * decay_post;
+        post_trace_nonzero |= post_trace[x] != 0;
     }
     int depress = r->depress && post_trace_nonzero;
     int potentiate = r->potentiate && post_events > 0;
-    if (arrivals->active && !r->full_pass && r->bounds != BOUNDS_SOFT) {
+    if (B > 1) {
+        FN(arrival_batch_step)(net, r, w, depress, potentiate, post_trace, post_spikes);
+    } else if (arrivals->active && !r->full_pass && r->bounds != BOUNDS_SOFT) {
         FN(arrival_lazy_step)(net, r, arrivals, depress, potentiate, step - net->step0, post_trace, post_spikes, post_list,
                               post_events);
     } else {
@@ -1079,10 +1085,71 @@ static void FN(arrival_rule_step)(const Net *net, Rule *r, Arrivals *arrivals, S
         }
         FN(arrival_dense_step)(net, r, depress, potentiate, post_trace, post_spikes);
     }
-    for (int k = 0; k < post_events; k++) {
-        const int j = post_list[k];
-        post_trace[j] = r->nearest ? (REAL)1 : post_trace[j] + (REAL)1;
+    for (int b = 0; b < B; b++) {
+        for (int k = 0; k < post_count[b]; k++) {
+            const size_t x = (size_t)b * P + post_list[(size_t)b * P + k];
+            post_trace[x] = r->nearest ? (REAL)1 : post_trace[x] + (REAL)1;
+        }
     }
+}
+
+/*
+ * The dense pass of arrival_rule_step with several samples: row by row, each
+ * sample's traces decay and take their arrivals, the pair sums over the
+ * samples collect in sample order, and then the row takes its updates.
+ */
+static void FN(arrival_batch_step)(const Net *net, Rule *r, Scratch *w, int depress, int potentiate, const REAL *post_trace,
+                                   const REAL *post_spikes) {
+    const Conn *c = &net->conns[r->conn];
+    const int B = net->batch, I = c->pre_size, P = c->post_size;
+    REAL *trace = (REAL *)r->pre_trace;
+    REAL *weight = (REAL *)c->weight;
+    const REAL decay_pre = (REAL)r->decay_pre;
+    const int lateral = c->kind == CONN_LATERAL;
+    REAL *depression = (REAL *)w->sums, *potentiation = depression + P;
+
+    if (r->full_pass && (depress || potentiate)) {
+        int arrived_any = 0, trace_nonzero = 0;
+        for (size_t x = 0; x < (size_t)B * I && !(arrived_any && trace_nonzero); x++) {
+            const uint8_t *delay = r->delay + (x % (size_t)I) * P;
+            const REAL *row = trace + x * P;
+            for (int j = 0; j < P; j++) {
+                const int arrived = (int)((r->bits[x] >> delay[j]) & 1U);
+                arrived_any |= arrived;
+                trace_nonzero |= arrived || row[j] * decay_pre != 0;
+            }
+        }
+        depress = depress && arrived_any;
+        potentiate = potentiate && trace_nonzero;
+    }
+
+    FN(Update) ud = FN(update_constants)(r, r->depression_factor, B);
+    FN(Update) up = FN(update_constants)(r, r->potentiation_factor, B);
+    for (int i = 0; i < I; i++) {
+        const uint8_t *delay = r->delay + (size_t)i * P;
+        for (int j = 0; j < P; j++) depression[j] = potentiation[j] = 0;
+        for (int b = 0; b < B; b++) {
+            const uint64_t history = r->bits[(size_t)b * I + i];
+            REAL *row_trace = trace + ((size_t)b * I + i) * P;
+            const REAL *sample_trace = post_trace + (size_t)b * P, *sample_spikes = post_spikes + (size_t)b * P;
+            for (int j = 0; j < P; j++) {
+                const int arrived = (int)((history >> delay[j]) & 1U);
+                REAL x = row_trace[j] * decay_pre;
+                depression[j] += arrived ? sample_trace[j] : (REAL)0;
+                if (arrived) x = r->nearest ? (REAL)1 : x + (REAL)1;
+                row_trace[j] = x;
+                potentiation[j] += x * sample_spikes[j];
+            }
+        }
+        if (!depress && !potentiate) continue;
+        REAL *row = weight + (size_t)i * P;
+        for (int j = 0; j < P; j++) {
+            if (lateral && j == i) continue;
+            if (depress) FN(update_weight)(&ud, row + j, depression[j]);
+            if (potentiate) FN(update_weight)(&up, row + j, potentiation[j]);
+        }
+    }
+    if (depress || potentiate) r->full_pass = ud.outside | up.outside;
 }
 
 /* The dense pass of arrival_rule_step: every trace decays, and every weight takes its update. */
@@ -1145,14 +1212,14 @@ static void FN(arrival_dense_step)(const Net *net, Rule *r, int depress, int pot
 static void FN(arrival_finish)(const Net *net, const Rule *r, int64_t last) {
     const Conn *c = &net->conns[r->conn];
     const int I = c->pre_size, P = c->post_size;
-    for (int i = 0; i < I; i++) {
-        const uint64_t history = r->bits[i];
-        int64_t *reported = r->reported + (size_t)i * P;
-        const uint8_t *delay = r->delay + (size_t)i * P;
+    for (size_t x = 0; x < (size_t)net->batch * I; x++) {
+        const uint64_t history = r->bits[x];
+        int64_t *reported = r->reported + x * P;
+        const uint8_t *delay = r->delay + (x % (size_t)I) * P;
         for (int j = 0; j < P; j++) {
             const uint64_t due = history >> delay[j];
             if (due) reported[j] = last - (delay[j] + __builtin_ctzll(due));
-            else if (r->older[i] >= 0) reported[j] = r->older[i];
+            else if (r->older[x] >= 0) reported[j] = r->older[x];
         }
     }
 }

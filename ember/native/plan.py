@@ -139,28 +139,29 @@ class Watch:
 
 # --------------------------------------------------------------------------- helpers
 def _history_bits(tracker, step: int) -> torch.Tensor:
-    """Return the spike history of ``tracker`` as one int64 word per presynaptic unit, bit k the spike of ``step - 1 - k``.
+    """Return the spike history of ``tracker`` as one int64 word per sample and presynaptic unit, ``(batch * pre,)``.
 
-    ``tracker.history`` keeps words of :data:`BITS_PER_WORD` bits relative to
-    its last step; older spikes that do not fit in 64 bits are dropped.
+    Bit k is the spike of step ``step - 1 - k``. ``tracker.history`` keeps
+    words of :data:`BITS_PER_WORD` bits relative to its last step; older
+    spikes that do not fit in 64 bits are dropped.
     """
-    history = tracker.history[0]
-    bits = torch.zeros(history.shape[1:], dtype=torch.int64).reshape(-1)
+    history = tracker.history.reshape(tracker.history.shape[0], tracker.words, -1)
+    bits = torch.zeros((history.shape[0], history.shape[2]), dtype=torch.int64)
     last = int(tracker.last_step)
     shift = step - 1 - last
-    if last < 0 or shift >= 64:
-        return bits
-    for word in range(tracker.words):
-        bits |= history[word].reshape(-1) << (BITS_PER_WORD * word)
-    return (bits << shift).contiguous()
+    if last >= 0 and shift < 64:
+        for word in range(tracker.words):
+            bits |= history[:, word] << (BITS_PER_WORD * word)
+        bits = bits << shift
+    return bits.reshape(-1).contiguous()
 
 
 def _store_history_bits(tracker, bits: torch.Tensor, last: int) -> None:
     """Write ``bits`` (bit k: the spike of ``last - k``) back into ``tracker.history`` and set its last step."""
-    words = [(bits >> (BITS_PER_WORD * word)) & WORD_MASK for word in range(tracker.words)]
-    tracker.history = torch.stack(words).view(tracker.history.shape).to(tracker.history.dtype)
+    batch = tracker.history.shape[0]
+    words = [((bits >> (BITS_PER_WORD * word)) & WORD_MASK).view(batch, -1) for word in range(tracker.words)]
+    tracker.history = torch.stack(words, dim=1).view(tracker.history.shape).to(tracker.history.dtype)
     tracker.last_step = torch.full_like(tracker.last_step, last)
-
 
 
 def _flat(tensor: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -569,15 +570,13 @@ class Plan:
     def _check_arrival_timing(self, name: str, rule, connection_name: str) -> None:
         """Raise :class:`Unsupported` unless the kernels can time this rule's presynaptic spikes at their arrival.
 
-        They can for pair STDP with one sample and whole-step delays that the
-        spike history of a 64-bit word covers (two words of ArrivalTracker).
+        They can for pair STDP with whole-step delays that the spike history of
+        a 64-bit word covers (two words of ArrivalTracker).
         """
         reason = None
         tracker = self.watch.identity(rule, "arrivals")
         if type(rule) is not self.classes["STDP"]:
             reason = "the kernels time arrivals for pair STDP only"
-        elif self.batch != 1:
-            reason = f"the kernels time arrivals for one sample, and the batch has {self.batch}"
         elif self.conn_index[connection_name] in self.fractional_delays:
             reason = "its connection has fractional delays, and the kernels time arrivals through whole-step delays"
         elif tracker is None or tracker.words * BITS_PER_WORD > 64:
