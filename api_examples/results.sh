@@ -20,7 +20,8 @@ echo "$listed  $out/parameters.safetensors" | sha256sum --check
 # The first 8 bytes only (the safetensors header length), with a range request: 206 Partial Content.
 curl -sS --fail-with-body "${auth[@]}" -r 0-7 -o "$out/header-length.bin" -w 'range request: HTTP %{http_code}\n' "$url/v1/jobs/$id/parameters"
 
-# Spike records of the first 500 ms of one monitor, for its first 100 neurons at most, as JSON and as .npz.
+# Spike records of the first 500 ms of every recorded sample (steps restart at each sample) of one monitor,
+# for its first 100 neurons at most, as JSON and as .npz.
 monitors=$(curl -sS --fail-with-body "${auth[@]}" "$url/v1/jobs/$id/spikes/monitors")
 monitor=$(jq -r '.[0].name // empty' <<<"$monitors")
 if [ -n "$monitor" ]; then

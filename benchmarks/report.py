@@ -118,6 +118,18 @@ COST_TARGET = 2.0
 SERVICE_TARGET = 0.05
 
 
+#: What limits Ember's cost ratios, as profiled with perf on the 2-core development machine.
+COST_NOTES = [
+    "- STDP with one sample defers potentiation until a weight row is read, so a step touches only the rows "
+    "of inputs that spiked. With N = 10000 those rows and the deferred sums (float64, one history row per "
+    "step) come from memory rather than the cache, about four times the bytes of the plain step.",
+    "- STDP with a batch cannot defer (each sample has its own presynaptic trace), so every spiking column is "
+    "updated at every step, for all rows: with 32 samples most columns spike in some sample.",
+    "- Delays: each delivered synapse is a scattered add into the delay line, about 0.4 ns each against 0.1 ns "
+    "for the vectorised add of the plain step, which floors the ratio near 2.5.",
+]
+
+
 def _ember(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     return fastest(record for record in records if record["framework"] == "ember")
 
@@ -209,6 +221,8 @@ def _targets_section(results: list[dict[str, Any]], service: dict[str, Any] | No
         ]), ""]
     for row in rows["service"]:
         lines += [f"Service overhead at most 5 %: {100.0 * row['overhead']:+.1f} %, {mark(row['met'])}.", ""]
+    if any(not row["met"] for kind in ("stdp", "delays") for row in rows[kind]):
+        lines += ["Where the cost targets are missed, and why:", "", *COST_NOTES, ""]
     return lines
 
 
@@ -283,7 +297,11 @@ def _detail_section(results: list[dict[str, Any]], workload: str) -> list[str]:
 OUTPUT_RATE_NOTE = (
     "Output Hz is the mean firing rate of the N neurons over the timed runs, a check that every framework "
     "simulates a similar activity. W2 and W3 runs start from rest and the first spikes come after about "
-    "25 ms, so runs shortened to a few tens of steps show little or no firing."
+    "25 ms, so runs shortened to a few tens of steps show little or no firing. With a batch, pair STDP sums "
+    "its updates over the samples, so the weights move about batch-size times faster than with one sample; "
+    "over 1000 steps depression lowers the rate, by an amount that depends on each framework's trace and "
+    "clamping conventions (see the model differences below), while a run shortened to a few steps shows the "
+    "early rate."
 )
 
 
@@ -386,34 +404,40 @@ def _load_lines(load: dict[str, float] | None) -> list[str]:
 
 
 def _provenance_text(meta: dict[str, Any]) -> str:
-    """Say which run each number comes from: one run, or one run with some cases measured again in a later one."""
-    merged = meta.get("merged")
+    """Say which run each number comes from: one run, or one run with some cases measured again in later ones."""
+    merged = meta.get("merged") or []
     if not merged:
         return "Every number below comes from that one run; rerun the command to refresh this page."
-    return (
-        f"The rows of {', '.join(merged['cases'])} come from a later run, `{merged['command']}`, "
-        f"{merged['started']} to {merged['finished']}, which measured those cases again after {merged['reason']}; "
-        "every other number comes from the first run. Rerun the first command to refresh this page from one run."
-    )
+    parts = [
+        f"The rows of {', '.join(entry['cases'])} come from a later run, `{entry['command']}`, "
+        f"{entry['started']} to {entry['finished']}, which measured those cases again after {entry['reason']}."
+        for entry in merged
+    ]
+    return " ".join(parts) + " Every other number comes from the first run; rerun its command to refresh this page from one run."
 
 
 def merge_runs(first: dict[str, Any], later: dict[str, Any], reason: str) -> dict[str, Any]:
     """Return ``first`` with the records of every case that ``later`` measured replaced by ``later``'s.
 
-    The merged run's ``meta["merged"]`` names the cases, the later run's
-    command and times, and ``reason``, which the report's header states.
+    Records keep the order of the cases in ``first``. The merged run's
+    ``meta["merged"]`` lists, per later run, the cases, its command and
+    times, and ``reason``, which the report's header states.
     """
     replaced = {case_of(record).key for record in later["results"]}
-    titles = [case_of(record).title for record in later["results"]]
-    results = [record for record in first["results"] if case_of(record).key not in replaced] + list(later["results"])
+    order = list(dict.fromkeys(case_of(record).key for record in first["results"]))
+    kept = [record for record in first["results"] if case_of(record).key not in replaced]
+    results = sorted(
+        kept + list(later["results"]),
+        key=lambda record: order.index(case_of(record).key) if case_of(record).key in order else len(order),
+    )
     meta = dict(first["meta"])
-    meta["merged"] = {
-        "cases": list(dict.fromkeys(titles)),
+    meta["merged"] = [*(meta.get("merged") or []), {
+        "cases": list(dict.fromkeys(case_of(record).title for record in later["results"])),
         "command": later["meta"]["command"],
         "started": later["meta"]["started"],
         "finished": later["meta"]["finished"],
         "reason": reason,
-    }
+    }]
     return {**first, "meta": meta, "results": results}
 
 
@@ -496,12 +520,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write BENCHMARKS.md from a saved benchmark run.")
     parser.add_argument("run", type=Path, help="the JSON file that benchmarks.run saved")
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"), help="where to write the report")
-    parser.add_argument("--merge", type=Path, help="a later run whose cases replace those of RUN")
-    parser.add_argument("--reason", default="a change to Ember", help="why the later run measured its cases again")
+    parser.add_argument("--merge", type=Path, action="append", default=[], help="a later run whose cases replace those of RUN (repeatable)")
+    parser.add_argument("--reason", action="append", default=[], help="why each later run measured its cases again, in the order of --merge")
     arguments = parser.parse_args(argv)
+    if len(arguments.reason) not in (0, len(arguments.merge)):
+        parser.error(f"give one --reason per --merge: {len(arguments.merge)} runs, {len(arguments.reason)} reasons")
     run = json.loads(arguments.run.read_text(encoding="utf-8"))
-    if arguments.merge is not None:
-        run = merge_runs(run, json.loads(arguments.merge.read_text(encoding="utf-8")), arguments.reason)
+    for k, path in enumerate(arguments.merge):
+        reason = arguments.reason[k] if arguments.reason else "a change to Ember"
+        run = merge_runs(run, json.loads(path.read_text(encoding="utf-8")), reason)
     arguments.output.write_text(write_report(run), encoding="utf-8")
     return 0
 

@@ -543,6 +543,8 @@ def test_merged_run_replaces_the_cases_measured_again():
     merged = report.merge_runs(first, later, "a faster kernel")
     w3 = [record for record in merged["results"] if record["case"]["workload"] == "W3"]
     assert [record["sample_steps_per_s"] for record in w3] == [9000.0]
+    # Records keep the case order of the first run.
+    assert [record["case"]["workload"] for record in merged["results"]] == ["W2"] * 4 + ["W3"]
     assert len([record for record in merged["results"] if record["case"]["workload"] == "W2"]) == 4
     text = report.write_report(merged)
     assert "The rows of W3 N=1000 B=32 come from a later run, `python -m benchmarks.run --only W3`" in text

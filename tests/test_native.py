@@ -544,6 +544,16 @@ def test_deferred_potentiation_on_lateral_and_delayed_connections(monkeypatch):
     assert_same_run(reference, native, DEFERRED)
 
 
+def test_defer_switch_is_read_at_each_run(monkeypatch):
+    monkeypatch.setattr(plan, "DEFER_POTENTIATION", True)
+    network = learning_network("native")
+    network.run(plan.DEFER_MIN_STEPS)
+    assert plan_of(network).rules[0].defer == 1
+    monkeypatch.setenv("EMBER_NATIVE_DEFER", "0")
+    network.run(plan.DEFER_MIN_STEPS)
+    assert plan_of(network).rules[0].defer == 0
+
+
 def test_short_runs_potentiate_step_by_step(monkeypatch):
     # Each deferring call ends with a pass over every weight, so runs shorter than DEFER_MIN_STEPS do not defer.
     monkeypatch.setattr(plan, "DEFER_POTENTIATION", True)

@@ -55,8 +55,14 @@ FRAME_BYTES = 1 << 25
 MIN_EVENT_CAPACITY = 1 << 16
 #: Whether pair STDP with one sample may defer its potentiation (see "deferred potentiation" in
 #: kernels_step.h): weights then equal the step-by-step ones up to rounding instead of bit for bit.
-#: ``EMBER_NATIVE_DEFER=0`` switches it off.
-DEFER_POTENTIATION = os.environ.get("EMBER_NATIVE_DEFER", "1").strip().lower() not in ("0", "false", "no", "off")
+#: ``EMBER_NATIVE_DEFER=0`` in the environment, read at each run, also switches it off.
+DEFER_POTENTIATION = True
+
+
+def defer_allowed() -> bool:
+    """Return whether deferred potentiation is allowed: :data:`DEFER_POTENTIATION` and ``EMBER_NATIVE_DEFER`` not 0."""
+    switched_off = os.environ.get("EMBER_NATIVE_DEFER", "1").strip().lower() in ("0", "false", "no", "off")
+    return DEFER_POTENTIATION and not switched_off
 #: The minimum steps of a run that defers potentiation: each call ends with a pass over every weight,
 #: which a run of a few steps (one per callback, for example) would pay at every step.
 DEFER_MIN_STEPS = 32
@@ -729,7 +735,7 @@ class Plan:
         on the same connection.
         """
         return (
-            DEFER_POTENTIATION
+            defer_allowed()
             and not struct.arrival
             and self.batch == 1
             and struct.kind == RULE_STDP
