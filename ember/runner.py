@@ -986,7 +986,15 @@ def _draw_plots(run: _JobRun, metrics: dict[str, Any]) -> dict[str, bytes]:
             if image is not None:
                 figures[f"weights_{name}"] = plots.weight_grid(weight, image, title=f"{name}: input weights")
         if connection.delay is not None:
-            figures[f"delays_{name}"] = plots.delay_histogram(connection.delay.detach().to("cpu"), title=f"{name}: delays")
+            delays = connection.delay.detach().to("cpu")
+            if delays.shape == weight.shape:
+                # Only real synapses: a lateral connection has none from a neuron to itself, nor between excluded pairs.
+                from ember.learning.base import existing_weights
+
+                delays = delays[existing_weights(connection).to("cpu")]
+            # Delays that are all equal say nothing a histogram would show; parameters.safetensors has them.
+            if delays.numel() and bool((delays != delays.reshape(-1)[0]).any()):
+                figures[f"delays_{name}"] = plots.delay_histogram(delays, title=f"{name}: delays")
 
     curve = metrics.get("accuracy_curve")
     if curve and curve["samples"]:

@@ -128,3 +128,5 @@ def test_diehl_cook_quick_accuracy(tmp_path):
     assert sum(count > 0 for count in metrics["neurons_per_class"]) == 10
     plots = set(DirectoryStore(tmp_path).list_plots())
     assert {"weights_input_exc", "confusion_matrix", "raster_exc_spikes"} <= plots
+    # The inhibitory connection's delays are all 1 ms, so no histogram says anything about them.
+    assert "delays_inh_exc" not in plots
