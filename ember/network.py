@@ -58,6 +58,19 @@ def _is_population(node: Node) -> bool:
     return isinstance(node, Population)
 
 
+def _native_unsupported(reason: str) -> NetworkError:
+    """Build the error for ``engine='native'`` when the kernels cannot run the network.
+
+    Only ``engine='native'`` raises it, because ``'auto'`` falls back to
+    PyTorch. The hint to set ``engine='auto'`` is added unless the reason
+    already names it.
+    """
+    message = f"engine='native' cannot run this network: {reason}"
+    if "engine='auto'" not in reason:
+        message += "; set engine='auto' to fall back to PyTorch"
+    return NetworkError(message)
+
+
 class Network(nn.Module):
     """A spiking network: named nodes, connections, injected currents, learning rules and monitors.
 
@@ -360,7 +373,7 @@ class Network(nn.Module):
                 if reason is None:
                     return
                 if self.engine == "native":
-                    raise NetworkError(f"engine='native' cannot run this network: {reason}; set engine='auto' to fall back to PyTorch")
+                    raise _native_unsupported(reason)
             for _ in range(int(steps)):
                 self._step()
                 if callback is not None:

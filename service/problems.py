@@ -19,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ember.spec.common import json_path, offending_value
+
 logger = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
@@ -109,8 +111,6 @@ def limit_exceeded(status: int, limit: str, maximum: Any, value: Any, detail: st
 
 
 def _parameter_path(loc: Sequence[Any]) -> str:
-    from ember.spec.common import json_path
-
     if not loc:
         return "$"
     where, rest = loc[0], list(loc[1:])
@@ -130,14 +130,6 @@ def _json_safe(value: Any) -> Any:
         if isinstance(value, (list, tuple)):
             return [_json_safe(item) for item in value]
         return repr(value)
-
-
-def _show_value(value: Any) -> Any:
-    if isinstance(value, (bool, int, float, type(None))):
-        return value
-    if isinstance(value, str) and len(value) <= 200:
-        return value
-    return None
 
 
 def validation_problem(error: RequestValidationError) -> Problem:
@@ -162,7 +154,7 @@ def validation_problem(error: RequestValidationError) -> Problem:
                 "path": path,
                 "rule": rule,
                 "message": message,
-                "value": _show_value(item.get("input")),
+                "value": offending_value(item),
             }
         )
     summary = "; ".join(f"{entry['path']}: {entry['message']}" for entry in errors[:3])

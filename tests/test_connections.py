@@ -198,6 +198,30 @@ def test_weight_shape_mismatch_rejected():
         Dense(3, 2, torch.ones(2, 3), dt=1.0, synapse=nn.Identity())
 
 
+@pytest.mark.parametrize(
+    ("make", "weight_shape", "delay_shape"),
+    [
+        (lambda delay: Dense(4, 3, torch.rand(4, 3), dt=1.0, delay=delay), (4, 3), (3, 4)),
+        (lambda delay: Dense(4, 3, torch.rand(4, 3), dt=1.0, delay=delay), (4, 3), (2, 4, 3)),
+        (lambda delay: Lateral(3, torch.rand(3, 3), dt=1.0, delay=delay), (3, 3), (4,)),
+        (lambda delay: OneToOne(5, 1.0, dt=1.0, delay=delay), (5,), (4,)),
+        (lambda delay: Conv2d((1, 5, 5), torch.rand(2, 1, 3, 3), dt=1.0, delay=delay), (2, 1, 3, 3), (3, 2)),
+    ],
+    ids=["dense_transposed", "dense_extra_dim", "lateral", "one_to_one", "conv2d"],
+)
+def test_delay_shape_mismatch_rejected(make, weight_shape, delay_shape):
+    with pytest.raises(ValueError, match=r"^delay must be a number or a tensor of the weight's shape") as caught:
+        make(torch.ones(delay_shape))
+    assert f"shape {weight_shape}" in str(caught.value)
+    assert f"got shape {delay_shape}" in str(caught.value)
+
+
+def test_broadcastable_delay_accepted():
+    connection = Dense(4, 3, torch.rand(4, 3), dt=1.0, delay=torch.tensor([[1.0], [2.0], [3.0], [4.0]]))
+    assert connection.delay.shape == (4, 3)
+    assert connection.delay[:, 2].tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
 def test_negative_delay_rejected():
     with pytest.raises(ValueError, match="delays must be finite and at least 0 ms"):
         Dense(2, 2, torch.ones(2, 2), dt=1.0, delay=torch.tensor([[-1.0, 0.0], [0.0, 0.0]]), synapse=nn.Identity())
@@ -262,3 +286,11 @@ def test_outer_matches_brute_force(kind):
     torch.testing.assert_close(connection.outer(pre, post, "mean"), expected / 3)
     via_layout = connection.fold(connection.synaptic(pre) * connection.postsynaptic(post), "sum")
     torch.testing.assert_close(via_layout, expected)
+
+
+@pytest.mark.parametrize("name", ["weight", "delay"])
+def test_sparse_rejects_wrong_shaped_values(name):
+    values = {"weight": torch.ones(3), "delay": None}
+    values[name] = torch.ones(5)
+    with pytest.raises(ValueError, match=rf"{name} must be a number or a tensor of shape \(3,\).*got shape \(5,\)"):
+        Sparse((4,), (2,), pre_index=[0, 1, 3], post_index=[1, 0, 1], weight=values["weight"], dt=1.0, delay=values["delay"])

@@ -292,3 +292,43 @@ def test_rejected_connection_is_not_kept():
         net.connect("b_to_a", "b", "a", Dense(2, 2, torch.ones(2, 2), dt=1.0))
     assert list(net.connections) == ["a_to_b"]
     net.run(2)
+
+
+def unsupported_native_network() -> Network:
+    """A network the native kernels reject: STDP timed at arrival through fractional delays."""
+    from ember.learning import STDP
+
+    net = Network(dt=1.0, seed=2, engine="native")
+    net.add("input", SpikeGenerator(4, times_ms=[1.0, 2.0], indices=[0, 1], dt=1.0))
+    net.add("output", LIF(3, dt=1.0))
+    net.connect("link", "input", "output", Dense(4, 3, torch.ones(4, 3), dt=1.0, delay=torch.full((4, 3), 1.5)))
+    net.add_rule("learn", STDP(a_plus=0.01, a_minus=0.01, tau_plus=10.0, tau_minus=10.0), "link")
+    return net
+
+
+def test_native_reason_names_auto_once():
+    from ember.native import runner
+
+    if runner.kernels() is None:
+        pytest.skip("no C compiler for the native kernels")
+    net = unsupported_native_network()
+    with pytest.raises(NetworkError) as caught:
+        net.run(3)
+    message = str(caught.value)
+    assert message.startswith("engine='native' cannot run this network: learning rule 'learn'")
+    assert "timing='emission'" in message
+    assert message.count("engine='auto'") == 1
+    net.engine = "auto"
+    net.run(3)
+    assert int(net.step_count) == 3
+
+
+def test_native_switched_off_suggests_auto(monkeypatch):
+    monkeypatch.setenv("EMBER_NATIVE", "0")
+    net = unsupported_native_network()
+    with pytest.raises(NetworkError) as caught:
+        net.run(3)
+    message = str(caught.value)
+    assert "EMBER_NATIVE=0" in message
+    assert message.endswith("; set engine='auto' to fall back to PyTorch")
+    assert message.count("engine='auto'") == 1

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from ember.spec import Limits
+from fastapi.exceptions import RequestValidationError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from sqlalchemy import select, update
@@ -22,6 +23,7 @@ from service.auth import create_token, revoke_token
 from service.db import results
 from service.db.models import Job, JobStatus, WorkerHeartbeat, utcnow
 from service.db.session import transaction
+from service.problems import validation_problem
 from service.testing import RecordingDispatcher, TestClient, fresh_database, make_settings, simulation_spec
 
 PROBLEM = "application/problem+json"
@@ -132,6 +134,34 @@ def test_validate_wrong_type(api: Api) -> None:
     paths = {error["path"]: error for error in body["errors"]}
     assert paths["$.duration_ms"]["value"] == "long"
     assert paths["$.duration_ms"]["rule"] == "float_type"
+
+
+def test_validate_unknown_dataset_shows_value(api: Api) -> None:
+    spec = simulation_spec(data={"dataset": "mnist60k"})
+    body = problem(api.client.post("/v1/validate", json=spec, headers=api.headers("alice")), 422)
+    assert len(body["errors"]) == 1
+    error = body["errors"][0]
+    assert error["path"] == "$.data.dataset"
+    assert error["rule"] == "union_tag_invalid"
+    assert error["value"] == "mnist60k"
+    assert "'mnist5k'" in error["message"]
+
+
+def test_request_union_tag_error_shows_tag() -> None:
+    error = RequestValidationError(
+        [
+            {
+                "type": "union_tag_invalid",
+                "loc": ("body", "data", "mnist60k"),
+                "msg": "Input tag 'mnist60k' found using 'dataset' does not match any of the expected tags",
+                "input": {"dataset": "mnist60k"},
+                "ctx": {"discriminator": "'dataset'", "tag": "mnist60k", "expected_tags": "'mnist'"},
+            }
+        ]
+    )
+    entry = validation_problem(error).errors[0]
+    assert entry["rule"] == "union_tag_invalid"
+    assert entry["value"] == "mnist60k"
 
 
 def test_validate_body_not_an_object(api: Api) -> None:

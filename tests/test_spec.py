@@ -189,6 +189,85 @@ def test_lateral_defaults_to_one_step():
     assert only_issue(document).rule == "cycle_without_delay"
 
 
+def delayed_job(delay) -> dict:
+    """The small job with ``delay`` on its one connection."""
+    document = small_job()
+    document["network"]["connections"]["drive"]["delay"] = delay
+    return document
+
+
+DELAY_PATH = "$.network.connections.drive.delay"
+
+
+@pytest.mark.parametrize("min_ms", [0.0, 1.0])
+def test_negative_delay_rejected_for_any_min_ms(min_ms):
+    issue = only_issue(delayed_job({"init": -2, "min_ms": min_ms}))
+    assert issue.path == f"{DELAY_PATH}.init"
+    assert issue.rule == "delay_negative"
+    assert issue.value == -2.0
+    assert "at least 0 ms" in issue.message
+    assert f"set init to at least {min_ms:g} ms" in issue.message
+
+
+def test_negative_delay_object_points_at_value():
+    issue = only_issue(delayed_job({"init": {"type": "constant", "value": -2.0}, "min_ms": 1.0}))
+    assert issue.path == f"{DELAY_PATH}.init.value"
+    assert issue.rule == "delay_negative"
+    assert "min_ms = 1 ms" in issue.message
+
+
+@pytest.mark.parametrize(
+    ("init", "field", "lowest"),
+    [
+        (0.5, "", 0.5),
+        ({"type": "uniform", "low": 0.5, "high": 3.0}, ".low", 0.5),
+        ({"type": "normal", "mean": 0.8, "std": 0.2}, ".mean", 0.8),
+        ({"type": "normal", "mean": 2.0, "std": 0.2, "min": 0.5}, ".min", 0.5),
+    ],
+    ids=["constant", "uniform", "normal_mean", "normal_min"],
+)
+def test_delay_below_min_ms_rejected(init, field, lowest):
+    issue = only_issue(delayed_job({"init": init, "min_ms": 1.0, "max_ms": 4.0}))
+    assert issue.path == f"{DELAY_PATH}.init{field}"
+    assert issue.rule == "delay_below_min_ms"
+    assert issue.value == lowest
+    assert "min_ms = 1 ms" in issue.message
+    assert "or lower min_ms" in issue.message
+
+
+def test_delay_at_min_ms_accepted():
+    uniform = validate_spec(delayed_job({"init": {"type": "uniform", "low": 1.0, "high": 3.0}, "min_ms": 1.0}))
+    assert uniform.network.connections["drive"].delay.min_ms == 1.0
+    # The tail of a normal initialiser below min_ms is clipped to min_ms by design.
+    normal = validate_spec(delayed_job({"init": {"type": "normal", "mean": 1.5, "std": 1.0}, "min_ms": 1.0, "max_ms": 4.0}))
+    assert normal.network.connections["drive"].delay.init.mean == 1.5
+
+
+def test_bare_number_delay_suggests_object():
+    issue = only_issue(delayed_job(-2))
+    assert issue.path == DELAY_PATH
+    assert issue.rule == "model_type"
+    assert issue.value == -2
+    assert "got the number -2" in issue.message
+    assert '{"init": {"type": "constant", "value": 2.0}}' in issue.message
+    assert "or null for no delay" in issue.message
+
+
+def test_suggested_delay_forms_are_valid():
+    for delay in ({"init": 2.0}, {"init": {"type": "constant", "value": 2.0}}):
+        spec = validate_spec(delayed_job(delay))
+        assert spec.network.connections["drive"].delay.init.value == 2.0
+
+
+def test_unknown_dataset_value_is_the_tag():
+    document = small_job()
+    document["data"] = {"dataset": "mnist60k"}
+    issue = only_issue(document)
+    assert issue.path == "$.data.dataset"
+    assert issue.rule == "union_tag_invalid"
+    assert issue.value == "mnist60k"
+
+
 def test_durations_must_be_whole_steps():
     document = small_job()
     document["duration_ms"] = 100.5

@@ -162,6 +162,7 @@ class Connection(Stateful):
             self.max_delay = 0.0 if max_delay is None else float(max_delay)
         else:
             delay = torch.as_tensor(delay, dtype=self.dtype, device=self.device)
+            self._check_delay_shape(delay)
             delay = delay.expand(self.weight.shape).clone()
             if not torch.isfinite(delay).all() or (delay < 0).any():
                 raise ValueError(
@@ -179,6 +180,19 @@ class Connection(Stateful):
             raise ValueError(f"max_delay ({self.max_delay} ms) is below min_delay ({self.min_delay} ms)")
         # One spare slot takes the far half of a fractional delay at max_delay.
         self.slots = int(math.floor(self.max_delay / self.dt + 1e-6)) + (2 if self.delay is not None else 1)
+
+    def _check_delay_shape(self, delay: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``delay`` broadcasts to the weight's shape without growing it."""
+        weight_shape = tuple(self.weight.shape)
+        try:
+            fits = torch.broadcast_shapes(delay.shape, self.weight.shape) == self.weight.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"delay must be a number or a tensor of the weight's shape {weight_shape} "
+                f"(or broadcastable to it), one delay in ms per synapse, got shape {tuple(delay.shape)}"
+            )
 
     @property
     def min_delay_steps(self) -> float:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from ember.connections.base import Connection, Reduce, reduce_batch
+from ember.core import broadcast_shapes
 
 
 class Sparse(Connection):
@@ -53,7 +54,14 @@ class Sparse(Connection):
             if index.numel() and (index.min() < 0 or index.max() >= size):
                 raise ValueError(f"{name} values must lie in [0, {size}), got [{index.min().item()}, {index.max().item()}]")
         order = torch.argsort(pre_index * post_size + post_index)
-        weight = torch.as_tensor(weight, dtype=kwargs.get("dtype") or torch.float32).expand(pre_index.shape)[order]
+        weight = torch.as_tensor(weight, dtype=kwargs.get("dtype") or torch.float32)
+        for name, value in (("weight", weight), ("delay", kwargs.get("delay"))):
+            if isinstance(value, torch.Tensor) and not _broadcasts(value.shape, pre_index.shape):
+                raise ValueError(
+                    f"{name} must be a number or a tensor of shape ({pre_index.numel()},), one value per synapse, "
+                    f"got shape {tuple(value.shape)}"
+                )
+        weight = weight.expand(pre_index.shape)[order]
         delay = kwargs.get("delay")
         if isinstance(delay, torch.Tensor) and delay.dim() > 0:
             kwargs["delay"] = delay.expand(pre_index.shape)[order]
@@ -124,3 +132,11 @@ class Sparse(Connection):
     def fold(self, update: torch.Tensor, reduce: Reduce = "sum") -> torch.Tensor:
         total = reduce_batch(update, "sum").expand(self.weight.shape)
         return total / self.batch_size if reduce == "mean" else total
+
+
+def _broadcasts(shape: torch.Size, target: torch.Size) -> bool:
+    """Return whether a tensor of ``shape`` broadcasts to ``target`` without growing it."""
+    try:
+        return broadcast_shapes(shape, target) == tuple(target)
+    except ValueError:
+        return False

@@ -141,6 +141,17 @@ def _showable(value: Any) -> Any:
     return None
 
 
+def offending_value(item: dict[str, Any]) -> Any:
+    """Return the value to show for one pydantic error entry, or ``None`` when it is too long.
+
+    For an unknown discriminator (``union_tag_invalid``) pydantic's input is
+    the whole object, so the unknown tag itself (``"mnist60k"``) is shown.
+    """
+    if item.get("type") == "union_tag_invalid" and "tag" in (item.get("ctx") or {}):
+        return _showable(item["ctx"]["tag"])
+    return _showable(item.get("input"))
+
+
 def issues_from_validation_error(error: ValidationError, document: Any) -> list[SpecIssue]:
     """Convert a pydantic ``ValidationError`` into spec issues with JSON paths.
 
@@ -170,7 +181,7 @@ def issues_from_validation_error(error: ValidationError, document: Any) -> list[
             message = f"unknown field {loc[-1]!r}; remove it or check its spelling"
         elif rule == "missing":
             message = f"required field {loc[-1]!r} is missing"
-        issues.append(SpecIssue(json_path(loc), rule, message, _showable(item.get("input"))))
+        issues.append(SpecIssue(json_path(loc), rule, message, offending_value(item)))
     return issues
 
 

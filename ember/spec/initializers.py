@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal, Union
 
 import torch
 from pydantic import BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
 
-from ember.spec.common import SpecModel
+from ember.spec.common import SpecModel, spec_error
 
 
 class ConstantInit(SpecModel):
@@ -119,6 +120,11 @@ class DelaySpec(SpecModel):
     (``"nearest"``). Delays stay within ``[min_ms, max_ms]``, also while
     plasticity changes them; the ring buffer of spikes in flight has
     ``max_ms / dt + 2`` steps.
+
+    The lowest initial delay (``init``'s constant value, uniform ``low``, or
+    normal ``min``, else normal ``mean``) must be at least ``min_ms``, and
+    so at least 0 ms. The tail of a normal initialiser below ``min_ms`` or
+    above ``max_ms`` is clipped to the bound.
     """
 
     init: Init = Field(description="initial delays in ms")
@@ -129,10 +135,25 @@ class DelaySpec(SpecModel):
     trainable: bool = Field(False, description="store delays as a parameter with gradients (for BPTT)")
     mode: Literal["linear", "nearest"] = "linear"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _require_object(cls, value: Any) -> Any:
+        if isinstance(value, (dict, DelaySpec)):
+            return value
+        raise PydanticCustomError(
+            "model_type",
+            "expected a delay object, got {kind}; write {example} for 2 ms on every synapse "
+            "(short for {long_example}), or null for no delay",
+            {
+                "kind": _json_kind(value),
+                "example": '{"init": 2.0}',
+                "long_example": '{"init": {"type": "constant", "value": 2.0}}',
+            },
+        )
+
     @model_validator(mode="after")
     def _bounds(self) -> DelaySpec:
-        if self.init.lower < 0 and self.min_ms == 0.0 and isinstance(self.init, (ConstantInit, UniformInit)):
-            raise ValueError(f"initial delays must be at least 0 ms, got a lower value of {self.init.lower} ms")
+        self._check_lowest_delay()
         upper = self.effective_max_ms
         if upper < self.min_ms:
             raise ValueError(f"max_ms ({upper}) must be at least min_ms ({self.min_ms})")
@@ -148,3 +169,54 @@ class DelaySpec(SpecModel):
     def effective_max_ms(self) -> float:
         """``max_ms``, or the largest initial delay when it is not set."""
         return self.max_ms if self.max_ms is not None else max(self.init.upper, self.min_ms)
+
+    def _check_lowest_delay(self) -> None:
+        """Reject initial delays below ``min_ms`` or below 0 ms, which the bounds would raise silently."""
+        field, lowest = _lowest_delay_field(self.init)
+        name = "init" if field == "value" else f"init.{field}"
+        if lowest < 0.0:
+            also = f" and at least min_ms = {self.min_ms:g} ms" if self.min_ms > 0.0 else ""
+            raise spec_error(
+                "delay_negative",
+                f"{name} = {lowest:g} ms is negative, but delays must be at least 0 ms{also}; "
+                f"set {name} to at least {self.min_ms:g} ms",
+                ("init", field),
+                lowest,
+            )
+        # The tolerance accepts a lowest delay that differs from min_ms only by float rounding.
+        if lowest < self.min_ms - 1e-9:
+            raise spec_error(
+                "delay_below_min_ms",
+                f"{name} = {lowest:g} ms is below min_ms = {self.min_ms:g} ms, so those delays would be raised "
+                f"to min_ms; set {name} to at least {self.min_ms:g} ms or lower min_ms",
+                ("init", field),
+                lowest,
+            )
+
+
+def _lowest_delay_field(init: ConstantInit | UniformInit | NormalInit) -> tuple[str, float]:
+    """Return the initialiser field that sets the lowest initial delay, and its value in ms.
+
+    A normal initialiser without ``min`` has no lowest value, so its mean is
+    used instead, because its tail below ``min_ms`` is clipped by design.
+    """
+    if isinstance(init, ConstantInit):
+        return "value", init.value
+    if isinstance(init, UniformInit):
+        return "low", init.low
+    if init.min is not None:
+        return "min", init.min
+    return "mean", init.mean
+
+
+def _json_kind(value: Any) -> str:
+    """Name the JSON type of ``value`` for an error message ("a number", "a list", ...)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a value of type {type(value).__name__}"
