@@ -8,9 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import ember.neurons
-from ember.spec import JobSpec, Limits, SpecError, job_schema, load_spec, validate_spec
+from ember.builder import build_network
+from ember.native import runner as native_runner
+from ember.spec import JobSpec, Limits, SpecError, estimate, job_schema, load_spec, validate_spec
+from ember.spec.estimate import native_unsupported_reason
 from ember.spec.populations import POPULATION_SPECS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "api_examples"
@@ -513,3 +517,262 @@ def test_fingerprint_without_retry_is_unchanged():
     assert spec.fingerprint() == hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
     assert validate_spec(retry_job()).fingerprint() != spec.fingerprint()
     assert validate_spec(retry_job(min_spikes=6)).fingerprint() != validate_spec(retry_job()).fingerprint()
+
+
+# --------------------------------------------------------------------------- time estimate: engines
+
+
+def engine_job(**network_changes) -> dict:
+    """A simulate job on the CPU whose network the native kernels run: 6 background inputs into 4 LIF neurons."""
+    document = {
+        "kind": "simulate",
+        "duration_ms": 50.0,
+        "dt": 1.0,
+        "device": "cpu",
+        "network": {
+            "inputs": {"noise": {"type": "background", "shape": [6], "rate_hz": 40.0}},
+            "populations": {"cells": {"type": "lif", "shape": [4]}},
+            "connections": {"drive": {"type": "dense", "pre": "noise", "post": "cells", "weight": 3.0}},
+        },
+    }
+    for section, parts in network_changes.items():
+        document["network"].setdefault(section, {}).update(parts)
+    return document
+
+
+def with_rule(rule: dict, **connection) -> dict:
+    """``engine_job`` whose connection ``drive`` learns with ``rule``, with extra connection fields."""
+    drive = {"type": "dense", "pre": "noise", "post": "cells", "weight": 3.0, "learning": [rule], **connection}
+    return engine_job(connections={"drive": drive})
+
+
+# (case, document, native while learning, native with learning off)
+NATIVE_CASES = [
+    ("lif", engine_job(), True, True),
+    ("adaptive_lif", engine_job(populations={"cells": {"type": "adaptive_lif", "shape": [4]}}), True, True),
+    ("izhikevich", engine_job(populations={"cells": {"type": "izhikevich", "shape": [4]}}), False, False),
+    ("state_monitor", engine_job(monitors={"v": {"type": "state", "target": "cells"}}), False, False),
+    ("spike_monitor", engine_job(monitors={"s": {"type": "spikes", "target": "cells"}}), True, True),
+    (
+        "spike_times_input",
+        engine_job(inputs={"noise": {"type": "spike_times", "shape": [6], "times_ms": [1.0, 5.0], "indices": [0, 3]}}),
+        True,
+        True,
+    ),
+    (
+        "conductance_synapse",
+        engine_job(connections={"drive": {"type": "dense", "pre": "noise", "post": "cells", "weight": 0.1, "synapse": {"type": "conductance", "tau_syn": 5.0, "e_rev": 0.0}}}),
+        True,
+        True,
+    ),
+    ("sparse", engine_job(connections={"drive": {"type": "sparse", "pre": "noise", "post": "cells", "weight": 3.0, "probability": 0.5}}), False, False),
+    (
+        "conv2d",
+        engine_job(
+            inputs={"noise": {"type": "background", "shape": [1, 4, 4], "rate_hz": 40.0}},
+            populations={"cells": {"type": "lif", "shape": [2, 3, 3]}},
+            connections={"drive": {"type": "conv2d", "pre": "noise", "post": "cells", "weight": 3.0, "kernel_size": 2}},
+        ),
+        False,
+        False,
+    ),
+    (
+        "one_to_one",
+        engine_job(connections={"drive": {"type": "one_to_one", "pre": "noise", "post": "cells", "weight": 3.0}}, populations={"cells": {"type": "lif", "shape": [6]}}),
+        True,
+        True,
+    ),
+    ("lateral", engine_job(connections={"inhibit": {"type": "lateral", "pre": "cells", "post": "cells", "weight": -1.0}}), True, True),
+    (
+        "lateral_same_position",
+        engine_job(
+            populations={"cells": {"type": "lif", "shape": [2, 2]}},
+            connections={"inhibit": {"type": "lateral", "pre": "cells", "post": "cells", "weight": -1.0, "neighbourhood": "same_position"}},
+        ),
+        False,
+        False,
+    ),
+    (
+        "exclude_matching_with_delay",
+        engine_job(
+            populations={"cells": {"type": "lif", "shape": [4]}, "other": {"type": "lif", "shape": [4]}},
+            connections={"cross": {"type": "dense", "pre": "cells", "post": "other", "weight": -1.0, "exclude_matching": True, "delay": {"init": 1.0, "min_ms": 1.0}}},
+        ),
+        True,
+        True,
+    ),
+    (
+        "exclude_matching_without_delay",
+        engine_job(
+            populations={"cells": {"type": "lif", "shape": [4]}, "other": {"type": "lif", "shape": [4]}},
+            connections={"cross": {"type": "dense", "pre": "cells", "post": "other", "weight": -1.0, "exclude_matching": True}},
+        ),
+        False,
+        False,
+    ),
+    ("stdp_emission", with_rule({"type": "stdp", "timing": "emission"}), True, True),
+    ("stdp_arrival_no_delay", with_rule({"type": "stdp"}), True, True),
+    ("stdp_arrival_whole_delays", with_rule({"type": "stdp"}, delay={"init": 2.0}), True, True),
+    ("stdp_arrival_fractional_delays", with_rule({"type": "stdp"}, delay={"init": {"type": "uniform", "low": 1.0, "high": 3.0}}), False, True),
+    (
+        "stdp_arrival_rounded_delays",
+        with_rule({"type": "stdp"}, delay={"init": {"type": "uniform", "low": 1.0, "high": 3.0}, "mode": "nearest"}),
+        True,
+        True,
+    ),
+    # Arrival timing keeps 2 words of 24 steps of history: delays up to 47 steps (horizon 48).
+    ("stdp_arrival_47_step_delays", with_rule({"type": "stdp"}, delay={"init": 47.0}), True, True),
+    ("stdp_arrival_48_step_delays", with_rule({"type": "stdp"}, delay={"init": 48.0}), False, True),
+    (
+        "stdp_on_lateral",
+        engine_job(connections={"inhibit": {"type": "lateral", "pre": "cells", "post": "cells", "weight": -1.0, "learning": [{"type": "stdp"}]}}),
+        True,
+        True,
+    ),
+    (
+        "diehl_cook_on_lateral",
+        engine_job(connections={"inhibit": {"type": "lateral", "pre": "cells", "post": "cells", "weight": -1.0, "learning": [{"type": "diehl_cook_stdp"}]}}),
+        False,
+        True,
+    ),
+    ("stdp_soft_bounds", with_rule({"type": "stdp", "bound": "soft"}, w_min=0.0, w_max=5.0), True, True),
+    ("stdp_power_bounds", with_rule({"type": "stdp", "bound": "power"}, w_min=0.0, w_max=5.0), False, True),
+    ("diehl_cook_arrival_delays", with_rule({"type": "diehl_cook_stdp"}, delay={"init": 2.0}), False, True),
+    ("diehl_cook_emission_delays", with_rule({"type": "diehl_cook_stdp", "timing": "emission"}, delay={"init": 2.0}), True, True),
+    ("weight_normalization", with_rule({"type": "weight_normalization", "target_sum": 10.0}), True, True),
+    ("weight_normalization_interval", with_rule({"type": "weight_normalization", "target_sum": 10.0, "interval": 10.0}), False, True),
+    ("triplet_stdp", with_rule({"type": "triplet_stdp"}), False, True),
+    ("homeostasis", with_rule({"type": "homeostasis", "target_rate": 5.0, "eta": 0.1}), False, True),
+    (
+        "stdp_on_one_to_one",
+        engine_job(
+            populations={"cells": {"type": "lif", "shape": [6]}},
+            connections={"drive": {"type": "one_to_one", "pre": "noise", "post": "cells", "weight": 3.0, "learning": [{"type": "stdp"}]}},
+        ),
+        False,
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(("document", "learning_native", "plain_native"), [case[1:] for case in NATIVE_CASES], ids=[case[0] for case in NATIVE_CASES])
+def test_native_reason_of_spec(document, learning_native, plain_native):
+    spec = validate_spec(document)
+    learning_reason = native_unsupported_reason(spec, learning=True)
+    plain_reason = native_unsupported_reason(spec, learning=False)
+    assert (learning_reason is None) == learning_native, learning_reason
+    assert (plain_reason is None) == plain_native, plain_reason
+
+
+@pytest.mark.skipif(native_runner.kernels() is None, reason="no C compiler for the native kernels")
+@pytest.mark.parametrize("document", [case[1] for case in NATIVE_CASES], ids=[case[0] for case in NATIVE_CASES])
+def test_native_reason_matches_plan(document):
+    """The spec-level decision agrees with the checks of ember.native.plan on the built network."""
+    spec = validate_spec(document)
+    built = build_network(spec, batch_size=1)
+    network = built.network
+    for name, input_spec in spec.network.inputs.items():
+        if input_spec.type == "background":
+            network.nodes[name].set_data(torch.full((1, *input_spec.shape), input_spec.rate_hz))
+    for learning in (True, False):
+        network.learning(learning)
+        plan_reason = native_runner.unsupported_reason(network)
+        spec_reason = native_unsupported_reason(spec, learning=learning)
+        assert (plan_reason is None) == (spec_reason is None), (learning, plan_reason, spec_reason)
+
+
+def test_native_reason_follows_device(monkeypatch):
+    document = engine_job()
+    assert "CUDA" in native_unsupported_reason(validate_spec(dict(document, device="cuda")), learning=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert native_unsupported_reason(validate_spec(dict(document, device="auto")), learning=False) is not None
+    assert native_unsupported_reason(validate_spec(dict(document, device="cpu")), learning=False) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert native_unsupported_reason(validate_spec(dict(document, device="auto")), learning=False) is None
+
+
+def native_simulate_seconds(steps: int, neurons: int, drawn_units: int, events_per_sample_step: float) -> float:
+    """The native model of a one-sample simulate job of fewer than 1000 steps (one run call), plus the job overhead."""
+    python = estimate.NATIVE_BATCH_S + estimate.NATIVE_CALL_S + estimate.NATIVE_SAMPLE_S
+    sample_cost = estimate.NATIVE_UNIT_S * (neurons + drawn_units) + estimate.NATIVE_EVENT_S * events_per_sample_step
+    return estimate.JOB_OVERHEAD_S + python + steps * (estimate.NATIVE_STEP_S + sample_cost)
+
+
+def test_estimate_native_model_for_native_spec():
+    spec = validate_spec(engine_job())
+    assert native_unsupported_reason(spec, learning=False) is None
+    # 6 inputs at 40 Hz, so 0.04 spikes per step, each reaching 4 synapses.
+    expected = native_simulate_seconds(50, neurons=4, drawn_units=6, events_per_sample_step=6 * 0.04 * 4)
+    assert spec.estimate().seconds == pytest.approx(expected, rel=1e-9)
+
+
+def test_estimate_torch_model_for_unsupported_spec():
+    spec = validate_spec(engine_job(monitors={"v": {"type": "state", "target": "cells"}}))
+    assert "monitor 'v'" in native_unsupported_reason(spec, learning=False)
+    # 2 modules per node and connection and 1 per monitor, 24 synapses, one sample.
+    modules = 2 * 2 + 2 * 1 + 1
+    expected = estimate.JOB_OVERHEAD_S + 50 * (modules * estimate.STEP_OVERHEAD_S["cpu"] + 24 * 1 * estimate.SYNAPSE_COST_S["cpu"])
+    assert spec.estimate().seconds == pytest.approx(expected, rel=1e-9)
+
+
+def test_estimate_on_cuda_uses_torch_model():
+    spec = validate_spec(dict(engine_job(), device="cuda"))
+    modules = 2 * 2 + 2 * 1
+    expected = estimate.JOB_OVERHEAD_S + 50 * (modules * estimate.STEP_OVERHEAD_S["cuda"] + 24 * estimate.SYNAPSE_COST_S["cuda"])
+    assert spec.estimate().seconds == pytest.approx(expected, rel=1e-9)
+
+
+def test_estimate_picks_engine_per_phase():
+    """Triplet STDP keeps training on PyTorch, and labelling and testing run natively with the rules off."""
+    document = engine_job(
+        inputs={"pixels": {"type": "poisson", "shape": [64], "max_rate_hz": 50.0}},
+        connections={"drive": {"type": "dense", "pre": "pixels", "post": "cells", "weight": 3.0, "learning": [{"type": "triplet_stdp"}]}},
+    )
+    document.pop("duration_ms")
+    document.update(
+        kind="train_evaluate",
+        presentation_ms=20.0,
+        rest_ms=5.0,
+        batch_size=1,
+        eval_batch_size=2,
+        data={"dataset": "digits", "train_samples": 2, "test_samples": 3},
+        readout={"type": "max_rate_labels", "population": "cells"},
+    )
+    spec = validate_spec(document)
+    assert "triplet_stdp" in native_unsupported_reason(spec, learning=True)
+    assert native_unsupported_reason(spec, learning=False) is None
+
+    # Training on PyTorch: 2 samples of 25 steps, 9 modules (2 per node and connection, 1 per rule)
+    # and 2 x 256 synapse operations (delivery and rule) per step.
+    modules = 2 * 3 + 2 * 1 + 1
+    train = 50 * (modules * estimate.STEP_OVERHEAD_S["cpu"] + 512 * estimate.SYNAPSE_COST_S["cpu"])
+    train += 50 * estimate.RULE_OVERHEAD_S["cpu"]
+
+    # Labelling (2 samples in 1 batch) and testing (3 samples in 2 batches) run natively, with 2 run calls per batch.
+    # The pixels fire at 50 Hz times the digits' mean intensity during 20 of 25 steps. The unconnected noise input
+    # adds 6 drawn units but no synapse events.
+    pixel_rate = 50.0 * estimate.MEAN_INTENSITY["digits"] * 0.001 * 20 / 25
+    sample_cost = estimate.NATIVE_UNIT_S * (4 + 6 + 64) + estimate.NATIVE_EVENT_S * pixel_rate * 256
+    step_cost = estimate.NATIVE_STEP_S
+
+    def native(samples: int, batches: int) -> float:
+        python = batches * (estimate.NATIVE_BATCH_S + 2 * estimate.NATIVE_CALL_S) + samples * estimate.NATIVE_SAMPLE_S
+        return python + batches * 25 * step_cost + samples * 25 * sample_cost
+
+    expected = estimate.JOB_OVERHEAD_S + train + native(2, 1) + native(3, 2)
+    assert spec.estimate().seconds == pytest.approx(expected, rel=1e-9)
+
+
+def test_quick_example_estimate_is_native():
+    document = json.loads((EXAMPLES / "diehl_cook_quick.json").read_text())
+    spec = validate_spec(dict(document, device="cpu"))
+    assert native_unsupported_reason(spec, learning=True) is None
+    # Measured with one thread on the 2-core reference machine: about 7 to 10 s. The PyTorch model estimated 10 min.
+    assert 3.0 < spec.estimate().seconds < 20.0
+
+
+def test_delay_learning_example_trains_on_torch():
+    document = json.loads((EXAMPLES / "delay_learning_pattern.json").read_text())
+    spec = validate_spec(dict(document, device="cpu"))
+    assert "delay_adjusted_stdp" in native_unsupported_reason(spec, learning=True)
+    assert native_unsupported_reason(spec, learning=False) is None
