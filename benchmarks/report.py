@@ -118,7 +118,7 @@ COST_TARGET = 2.0
 SERVICE_TARGET = 0.05
 
 
-#: What limits Ember's cost ratios, as profiled with perf on the 2-core development machine.
+#: The limits of Ember's cost ratios, as profiled with perf on the 2-core development machine.
 COST_NOTES = [
     "- STDP with one sample defers potentiation until a weight row is read, so a step touches only the rows "
     "of inputs that spiked. With N = 10000 those rows and the deferred sums (float64, one history row per "
@@ -425,9 +425,9 @@ def merge_runs(first: dict[str, Any], later: dict[str, Any], reason: str) -> dic
     """
     replaced = {case_of(record).key for record in later["results"]}
     order = list(dict.fromkeys(case_of(record).key for record in first["results"]))
-    kept = [record for record in first["results"] if case_of(record).key not in replaced]
+    unchanged = [record for record in first["results"] if case_of(record).key not in replaced]
     results = sorted(
-        kept + list(later["results"]),
+        unchanged + list(later["results"]),
         key=lambda record: order.index(case_of(record).key) if case_of(record).key in order else len(order),
     )
     meta = dict(first["meta"])

@@ -992,7 +992,7 @@ def _draw_plots(run: _JobRun, metrics: dict[str, Any]) -> dict[str, bytes]:
                 from ember.learning.base import existing_weights
 
                 delays = delays[existing_weights(connection).to("cpu")]
-            # Delays that are all equal say nothing a histogram would show; parameters.safetensors has them.
+            # A histogram of delays that are all equal shows nothing new; parameters.safetensors contains them.
             if delays.numel() and bool((delays != delays.reshape(-1)[0]).any()):
                 figures[f"delays_{name}"] = plots.delay_histogram(delays, title=f"{name}: delays")
 
