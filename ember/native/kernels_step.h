@@ -1031,6 +1031,32 @@ static void FN(arrival_row_soft)(const Rule *r, FN(Update) *ud, FN(Update) *up, 
 }
 
 /*
+ * While a weight lies outside its bounds, an update that the PyTorch path
+ * skips (SpikeTimingRule.pair returns None for an all-zero side) differs from
+ * a zero update, which clamps. Clear `depress` when no spike arrives
+ * anywhere, and `potentiate` when every presynaptic trace is 0 after this
+ * step's decay and arrivals.
+ */
+static void FN(arrival_scan)(const Net *net, const Rule *r, int *depress, int *potentiate) {
+    const Conn *c = &net->conns[r->conn];
+    const int I = c->pre_size, P = c->post_size;
+    const REAL *trace = (const REAL *)r->pre_trace;
+    const REAL decay_pre = (REAL)r->decay_pre;
+    int arrived_any = 0, trace_nonzero = 0;
+    for (size_t x = 0; x < (size_t)net->batch * I && !(arrived_any && trace_nonzero); x++) {
+        const uint8_t *delay = r->delay + (x % (size_t)I) * P;
+        const REAL *row = trace + x * P;
+        for (int j = 0; j < P; j++) {
+            const int arrived = (int)((r->bits[x] >> delay[j]) & 1U);
+            arrived_any |= arrived;
+            trace_nonzero |= arrived || row[j] * decay_pre != 0;
+        }
+    }
+    *depress = *depress && arrived_any;
+    *potentiate = *potentiate && trace_nonzero;
+}
+
+/*
  * Pair STDP with arrival timing, one sample, whole-step delays: STDP.update
  * with ArrivalTracker. A presynaptic spike reaches synapse (i, j) d_ij steps
  * after it was emitted, which is bit d_ij of the spike history of input i.
@@ -1108,20 +1134,7 @@ static void FN(arrival_batch_step)(const Net *net, Rule *r, Scratch *w, int depr
     const int lateral = c->kind == CONN_LATERAL;
     REAL *depression = (REAL *)w->sums, *potentiation = depression + P;
 
-    if (r->full_pass && (depress || potentiate)) {
-        int arrived_any = 0, trace_nonzero = 0;
-        for (size_t x = 0; x < (size_t)B * I && !(arrived_any && trace_nonzero); x++) {
-            const uint8_t *delay = r->delay + (x % (size_t)I) * P;
-            const REAL *row = trace + x * P;
-            for (int j = 0; j < P; j++) {
-                const int arrived = (int)((r->bits[x] >> delay[j]) & 1U);
-                arrived_any |= arrived;
-                trace_nonzero |= arrived || row[j] * decay_pre != 0;
-            }
-        }
-        depress = depress && arrived_any;
-        potentiate = potentiate && trace_nonzero;
-    }
+    if (r->full_pass && (depress || potentiate)) FN(arrival_scan)(net, r, &depress, &potentiate);
 
     FN(Update) ud = FN(update_constants)(r, r->depression_factor, B);
     FN(Update) up = FN(update_constants)(r, r->potentiation_factor, B);
@@ -1161,20 +1174,7 @@ static void FN(arrival_dense_step)(const Net *net, Rule *r, int depress, int pot
     REAL *weight = (REAL *)c->weight;
     const REAL decay_pre = (REAL)r->decay_pre;
     const int lateral = c->kind == CONN_LATERAL;
-    if (r->full_pass && (depress || potentiate)) {
-        int arrived_any = 0, trace_nonzero = 0;
-        for (int i = 0; i < I && !(arrived_any && trace_nonzero); i++) {
-            const uint8_t *delay = r->delay + (size_t)i * P;
-            const REAL *row = trace + (size_t)i * P;
-            for (int j = 0; j < P; j++) {
-                const int arrived = (int)((r->bits[i] >> delay[j]) & 1U);
-                arrived_any |= arrived;
-                trace_nonzero |= arrived || row[j] * decay_pre != 0;
-            }
-        }
-        depress = depress && arrived_any;
-        potentiate = potentiate && trace_nonzero;
-    }
+    if (r->full_pass && (depress || potentiate)) FN(arrival_scan)(net, r, &depress, &potentiate);
 
     FN(Update) ud = FN(update_constants)(r, r->depression_factor, 1);
     FN(Update) up = FN(update_constants)(r, r->potentiation_factor, 1);
