@@ -239,10 +239,24 @@ def input_weights(case: Case) -> np.ndarray:
 
     W1 draws ``weight_scale * U[0, 1)``; W2 and W3 draw ``U[0, weight_max)``.
     The same seed gives the same matrix in every framework's process.
+
+    The matrix is drawn in blocks of rows, which take the same values from
+    the generator as one draw of the whole matrix. Drawing it whole would
+    hold two float64 copies (152 MiB at N = 10000) at once, and that
+    transient, not the framework under test, would set every process's peak
+    memory.
     """
     rng = np.random.default_rng([WEIGHT_SEED, case.input_size, case.n])
     scale = W1.weight_scale if case.workload == "W1" else FORWARD.weight_max
-    return (scale * rng.random((case.input_size, case.n))).astype(np.float32)
+    weights = np.empty((case.input_size, case.n), dtype=np.float32)
+    for start in range(0, case.input_size, _DRAW_ROWS):
+        stop = min(start + _DRAW_ROWS, case.input_size)
+        weights[start:stop] = scale * rng.random((stop - start, case.n))
+    return weights
+
+
+#: Rows of the weight matrix drawn at a time by :func:`input_weights`.
+_DRAW_ROWS = 64
 
 
 def input_delays(case: Case) -> np.ndarray:

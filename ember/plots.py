@@ -70,6 +70,8 @@ def weight_grid(
     *,
     title: str = "input weights",
     max_neurons: int = 400,
+    items: str = "neurons",
+    unit: str | None = None,
 ) -> bytes:
     """Draw each postsynaptic neuron's input weights as an image, in a grid.
 
@@ -81,6 +83,10 @@ def weight_grid(
             product is ``pre_size``.
         title: the figure title.
         max_neurons: at most this many neurons are drawn (the first ones).
+        items: what one image is, for the title: ``"neurons"`` (default), or
+            ``"maps"`` for the kernels of a convolution.
+        unit: the colour bar's label, for example ``"delay (ms)"``; none by
+            default.
 
     Returns:
         PNG bytes.
@@ -120,8 +126,10 @@ def weight_grid(
     shown = axes.imshow(canvas, cmap="hot_r", interpolation="nearest", vmin=low, vmax=high if high > low else low + 1)
     axes.set_xticks([])
     axes.set_yticks([])
-    axes.set_title(f"{title} ({n_neurons} neurons)")
-    figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
+    axes.set_title(f"{title} ({n_neurons} {items})")
+    colorbar = figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
+    if unit:
+        colorbar.set_label(unit)
     figure.tight_layout()
     return _to_png(figure)
 

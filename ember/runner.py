@@ -48,6 +48,7 @@ import torch
 
 from ember import evaluation
 from ember.builder import BuildError, build_network, load_parameters, parameter_tensors, resolve_device
+from ember.data.rdk import DIRECTION_NAMES
 from ember.random import mix_seed
 from ember.results import ResultStore, SpikeChunk
 from ember.spec.inputs import BackgroundInputSpec, EventsInputSpec, PoissonInputSpec
@@ -922,9 +923,12 @@ def _direction_metrics(run: _JobRun, readout: DirectionSelectivityReadout) -> di
             responses[direction] = counts[chosen].to(torch.float64).mean(dim=0)
     selectivity = evaluation.direction_selectivity(responses)
     preferred = [p for p in selectivity["preferred"] if p >= 0]
+    names = DIRECTION_NAMES.get(n_directions) if isinstance(run.spec.data, RdkDataSpec) else None
     return {
         "direction_selectivity": selectivity["dsi"],
         "preferred_direction": selectivity["preferred"],
+        # None for a map that never spiked.
+        "preferred_direction_name": [names[p] if names and p >= 0 else None for p in selectivity["preferred"]],
         "distinct_preferred_directions": len(set(preferred)),
         "mean_direction_selectivity": float(np.mean(selectivity["dsi"])) if selectivity["dsi"] else None,
         "map_responses": responses.tolist(),
@@ -978,7 +982,7 @@ def _draw_plots(run: _JobRun, metrics: dict[str, Any]) -> dict[str, bytes]:
         if isinstance(connection, Conv2d):
             maps = weight.shape[0]
             figures[f"weights_{name}"] = plots.weight_grid(
-                weight.reshape(maps, -1).T, tuple(weight.shape[1:]), title=f"{name}: kernels"
+                weight.reshape(maps, -1).T, tuple(weight.shape[1:]), title=f"{name}: kernel weights", items="maps"
             )
         elif type(connection) is Dense:
             pre_shape = connection.pre_shape
@@ -987,6 +991,12 @@ def _draw_plots(run: _JobRun, metrics: dict[str, Any]) -> dict[str, bytes]:
                 figures[f"weights_{name}"] = plots.weight_grid(weight, image, title=f"{name}: input weights")
         if connection.delay is not None:
             delays = connection.delay.detach().to("cpu")
+            if isinstance(connection, Conv2d) and delays.shape == weight.shape:
+                maps = delays.shape[0]
+                figures[f"delay_kernels_{name}"] = plots.weight_grid(
+                    delays.reshape(maps, -1).T, tuple(delays.shape[1:]), title=f"{name}: kernel delays",
+                    items="maps", unit="delay (ms)",
+                )
             if delays.shape == weight.shape:
                 # Only real synapses: a lateral connection has none from a neuron to itself, nor between excluded pairs.
                 from ember.learning.base import existing_weights
@@ -1004,7 +1014,8 @@ def _draw_plots(run: _JobRun, metrics: dict[str, Any]) -> dict[str, bytes]:
         title = "confusion matrix" if accuracy is None else f"confusion matrix (accuracy {100 * accuracy:.1f}%)"
         figures["confusion_matrix"] = plots.confusion_matrix_plot(torch.tensor(metrics["confusion_matrix"]), title=title)
     if "direction_selectivity" in metrics:
-        labels = [f"map {index}" for index in range(len(metrics["direction_selectivity"]))]
+        names = metrics.get("preferred_direction_name") or [None] * len(metrics["direction_selectivity"])
+        labels = [f"map {index}" + (f"\n{name}" if name else "") for index, name in enumerate(names)]
         figures["direction_selectivity"] = plots.bar_chart(
             labels, metrics["direction_selectivity"], ylabel="direction selectivity index", title="direction selectivity"
         )

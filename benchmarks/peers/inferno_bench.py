@@ -39,6 +39,19 @@ def current_scale(tau_membrane: float) -> float:
     return DT_MS / (RESISTANCE * (1.0 - math.exp(-DT_MS / tau_membrane)))
 
 
+def _output_major_weights(case: Case, scale: float) -> Any:
+    """Return the case's input weights as an ``(n, inputs)`` tensor in Inferno's units.
+
+    The transposed copy is scaled in place, and the input-major array is
+    freed first, so the adapter keeps at most one extra copy of the matrix,
+    as Ember's and the other peers' adapters do.
+    """
+    import torch
+
+    weights = torch.from_numpy(workloads.input_weights(case).T.copy())
+    return weights.mul_(scale)
+
+
 def versions() -> dict[str, str]:
     from importlib.metadata import version
 
@@ -96,11 +109,11 @@ class DiehlCook:
         from inferno import neural as snn
 
         scale = current_scale(W1.tau_membrane)
-        weights = torch.from_numpy(workloads.input_weights(case).T.copy()) * scale
+        weights = _output_major_weights(case, scale)
         synapse = snn.DeltaCurrent.partialconstructor(1.0)
         self.connection = snn.LinearDense(
             W1.input_size, case.n, DT_MS, synapse=synapse, batch_size=case.batch,
-            weight_init=lambda w: weights.clone(),
+            weight_init=lambda w: weights,
         )
         self.lateral = snn.LinearLateral(
             case.n, DT_MS, synapse=synapse, batch_size=case.batch,
@@ -150,14 +163,14 @@ class Forward:
         from inferno import neural as snn
 
         scale = current_scale(FORWARD.tau_membrane)
-        weights = torch.from_numpy(workloads.input_weights(case).T.copy()) * scale
+        weights = _output_major_weights(case, scale)
         options: dict[str, Any] = {}
         if case.delays:
             delays = torch.from_numpy(workloads.input_delays(case).T.copy())
             options = {"delay": FORWARD.max_delay, "delay_init": lambda d: delays.clone()}
         self.connection = snn.LinearDense(
             FORWARD.input_size, case.n, DT_MS, synapse=snn.DeltaCurrent.partialconstructor(1.0),
-            batch_size=case.batch, weight_init=lambda w: weights.clone(), **options,
+            batch_size=case.batch, weight_init=lambda w: weights, **options,
         )
         self.neuron = snn.LIF(
             case.n, DT_MS, rest_v=FORWARD.v_rest, reset_v=FORWARD.v_reset, thresh_v=FORWARD.v_threshold,
