@@ -107,7 +107,10 @@ class DiehlCook(_EmberCase):
         )
         rule = W1.stdp
         weights = torch.from_numpy(workloads.input_weights(case))
-        self.network.connect("input_to_output", "input", "output", Dense(W1.input_size, case.n, weights, dt=DT_MS, w_min=rule.w_min, w_max=rule.w_max))
+        self.network.connect(
+            "input_to_output", "input", "output",
+            Dense(W1.input_size, case.n, weights, dt=DT_MS, w_min=rule.w_min, w_max=rule.w_max, copy=False),
+        )
         inhibition = torch.full((case.n, case.n), -W1.inhibition)
         self.network.connect("inhibition", "output", "output", Lateral(case.n, inhibition, dt=DT_MS))
         self.network.add_rule("stdp", _pair_stdp(rule), "input_to_output")
@@ -150,8 +153,10 @@ class Forward(_EmberCase):
             options.update(w_min=FORWARD.stdp.w_min, w_max=FORWARD.stdp.w_max)
         if case.delays:
             options.update(delay=torch.from_numpy(workloads.input_delays(case)), max_delay=FORWARD.max_delay)
+        # The connection takes the drawn matrix as its weight (copy=False), as
+        # Inferno's LinearDense takes the tensor that its weight_init returns.
         weights = torch.from_numpy(workloads.input_weights(case))
-        self.network.connect("input_to_output", "input", "output", Dense(FORWARD.input_size, case.n, weights, dt=DT_MS, **options))
+        self.network.connect("input_to_output", "input", "output", Dense(FORWARD.input_size, case.n, weights, dt=DT_MS, copy=False, **options))
         if case.stdp:
             self.network.add_rule("stdp", _pair_stdp(FORWARD.stdp), "input_to_output")
         self.add_counter()

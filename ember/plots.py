@@ -70,8 +70,6 @@ def weight_grid(
     *,
     title: str = "input weights",
     max_neurons: int = 400,
-    items: str = "neurons",
-    unit: str | None = None,
 ) -> bytes:
     """Draw each postsynaptic neuron's input weights as an image, in a grid.
 
@@ -83,10 +81,6 @@ def weight_grid(
             product is ``pre_size``.
         title: the figure title.
         max_neurons: at most this many neurons are drawn (the first ones).
-        items: what one image is, for the title: ``"neurons"`` (default), or
-            ``"maps"`` for the kernels of a convolution.
-        unit: the colour bar's label, for example ``"delay (ms)"``; none by
-            default.
 
     Returns:
         PNG bytes.
@@ -126,10 +120,8 @@ def weight_grid(
     shown = axes.imshow(canvas, cmap="hot_r", interpolation="nearest", vmin=low, vmax=high if high > low else low + 1)
     axes.set_xticks([])
     axes.set_yticks([])
-    axes.set_title(f"{title} ({n_neurons} {items})")
-    colorbar = figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
-    if unit:
-        colorbar.set_label(unit)
+    axes.set_title(f"{title} ({n_neurons} neurons)")
+    figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
     figure.tight_layout()
     return _to_png(figure)
 
@@ -223,4 +215,59 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, ylabel: str, ti
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     figure.tight_layout()
+    return _to_png(figure)
+
+
+def kernel_grid(
+    kernels: torch.Tensor | np.ndarray,
+    *,
+    labels: Sequence[str] | None = None,
+    title: str = "kernels",
+    unit: str | None = None,
+    max_kernels: int = 64,
+) -> bytes:
+    """Draw the kernels of a convolution side by side, one titled panel each, on one colour scale.
+
+    Args:
+        kernels: ``(maps, height, width)`` or ``(maps, channels, height,
+            width)`` values (channels are averaged), for example weights or
+            delays in ms.
+        labels: one panel title per map; default ``"map k"``.
+        title: the figure title.
+        unit: the colour bar's label, for example ``"delay (ms)"``.
+        max_kernels: at most this many maps are drawn (the first ones).
+
+    Returns:
+        PNG bytes.
+
+    Raises:
+        ValueError: if ``kernels`` is not 3-D or 4-D, or ``labels`` has the
+            wrong length.
+    """
+    values = _numpy(kernels).astype(np.float64)
+    if values.ndim == 4:
+        values = values.mean(axis=1)
+    if values.ndim != 3:
+        raise ValueError(f"kernels must have shape (maps, height, width) or (maps, channels, height, width), got {values.shape}")
+    if labels is not None and len(labels) != values.shape[0]:
+        raise ValueError(f"labels must have one entry per map ({values.shape[0]}), got {len(labels)}")
+    count = min(values.shape[0], max_kernels)
+    columns = min(count, 8)
+    rows = math.ceil(count / columns)
+    low, high = float(values[:count].min()), float(values[:count].max())
+    figure = Figure(figsize=(1.8 * columns + 1.2, 1.9 * rows + 0.6))
+    panels = figure.subplots(rows, columns, squeeze=False)
+    image = None
+    for index, axes in enumerate(panels.flat):
+        axes.set_xticks([])
+        axes.set_yticks([])
+        if index >= count:
+            axes.set_axis_off()
+            continue
+        image = axes.imshow(values[index], cmap="viridis", interpolation="nearest", vmin=low, vmax=high if high > low else low + 1)
+        axes.set_title(labels[index] if labels is not None else f"map {index}", fontsize=9)
+    figure.suptitle(title)
+    colorbar = figure.colorbar(image, ax=panels.ravel().tolist(), fraction=0.046, pad=0.04)
+    if unit:
+        colorbar.set_label(unit)
     return _to_png(figure)

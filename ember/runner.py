@@ -977,13 +977,14 @@ def _draw_plots(run: _JobRun, metrics: dict[str, Any]) -> dict[str, bytes]:
             raster = _raster_chunk(chunk, run.spec.steps_per_sample)
             figures[f"raster_{monitor}"] = plots.spike_raster(raster, title=f"{monitor}: spikes of the recorded samples")
 
+    # Panel titles of convolution kernels: the map and, for an RDK job, its preferred direction.
+    names = metrics.get("preferred_direction_name")
     for name, connection in run.built.network.connections.items():
         weight = connection.weight.detach().to("cpu")
+        maps = weight.shape[0] if isinstance(connection, Conv2d) else 0
+        map_labels = [f"map {index}" + (f": {names[index]}" if names and index < len(names) and names[index] else "") for index in range(maps)]
         if isinstance(connection, Conv2d):
-            maps = weight.shape[0]
-            figures[f"weights_{name}"] = plots.weight_grid(
-                weight.reshape(maps, -1).T, tuple(weight.shape[1:]), title=f"{name}: kernel weights", items="maps"
-            )
+            figures[f"weights_{name}"] = plots.kernel_grid(weight, labels=map_labels, title=f"{name}: kernel weights")
         elif type(connection) is Dense:
             pre_shape = connection.pre_shape
             image = tuple(pre_shape) if len(pre_shape) in (2, 3) else _square_image(math.prod(pre_shape))
@@ -992,10 +993,8 @@ def _draw_plots(run: _JobRun, metrics: dict[str, Any]) -> dict[str, bytes]:
         if connection.delay is not None:
             delays = connection.delay.detach().to("cpu")
             if isinstance(connection, Conv2d) and delays.shape == weight.shape:
-                maps = delays.shape[0]
-                figures[f"delay_kernels_{name}"] = plots.weight_grid(
-                    delays.reshape(maps, -1).T, tuple(delays.shape[1:]), title=f"{name}: kernel delays",
-                    items="maps", unit="delay (ms)",
+                figures[f"delay_kernels_{name}"] = plots.kernel_grid(
+                    delays, labels=map_labels, title=f"{name}: kernel delays", unit="delay (ms)"
                 )
             if delays.shape == weight.shape:
                 # Only real synapses: a lateral connection has none from a neuron to itself, nor between excluded pairs.

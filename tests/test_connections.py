@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -294,3 +295,51 @@ def test_sparse_rejects_wrong_shaped_values(name):
     values[name] = torch.ones(5)
     with pytest.raises(ValueError, match=rf"{name} must be a number or a tensor of shape \(3,\).*got shape \(5,\)"):
         Sparse((4,), (2,), pre_index=[0, 1, 3], post_index=[1, 0, 1], weight=values["weight"], dt=1.0, delay=values["delay"])
+
+
+def test_weight_copied_by_default():
+    weight = torch.ones(3, 2)
+    connection = Dense(3, 2, weight, dt=1.0)
+    weight[0, 0] = 5.0
+    assert connection.weight[0, 0].item() == 1.0
+    assert connection.weight.data_ptr() != weight.data_ptr()
+
+
+def test_weight_shared_without_copy():
+    weight = torch.ones(3, 2)
+    connection = Dense(3, 2, weight, dt=1.0, copy=False)
+    assert connection.weight.data_ptr() == weight.data_ptr()
+    weight[0, 0] = 5.0
+    assert connection.weight[0, 0].item() == 5.0
+
+
+def test_numpy_weight_shared_without_copy():
+    array = np.full((3, 2), 2.0, dtype=np.float32)
+    copied = Dense(3, 2, array, dt=1.0)
+    shared = Dense(3, 2, array, dt=1.0, copy=False)
+    array[1, 1] = 7.0
+    assert copied.weight[1, 1].item() == 2.0
+    assert shared.weight[1, 1].item() == 7.0
+
+
+def test_converted_weight_never_shared():
+    weight = torch.ones(3, 2, dtype=torch.float64)
+    connection = Dense(3, 2, weight, dt=1.0, copy=False)
+    assert connection.weight.dtype == torch.float32
+    weight[0, 0] = 5.0
+    assert connection.weight[0, 0].item() == 1.0
+
+
+def test_lateral_without_copy_zeroes_caller_diagonal():
+    weight = torch.full((3, 3), -1.0)
+    Lateral(3, weight, dt=1.0, copy=False)
+    assert torch.equal(torch.diagonal(weight), torch.zeros(3))
+    assert weight[0, 1].item() == -1.0
+
+
+def test_sparse_keeps_own_sorted_weights():
+    weight = torch.tensor([1.0, 2.0, 3.0])
+    connection = Sparse(2, 2, torch.tensor([1, 0, 0]), torch.tensor([0, 1, 0]), weight, dt=1.0)
+    weight[0] = 9.0
+    # Sorted by (pre, post): (0, 0) weight 3, (0, 1) weight 2, (1, 0) weight 1.
+    assert connection.weight.tolist() == [3.0, 2.0, 1.0]

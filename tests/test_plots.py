@@ -45,6 +45,22 @@ def test_weight_grid_of_kernels(generator):
     open_png(plots.weight_grid(kernels.reshape(4, -1).T, (2, 5, 5)))
 
 
+def test_kernel_grid_one_panel_per_map(generator):
+    kernels = torch.rand(4, 1, 5, 5, generator=generator) * 8.0
+    labels = ["map 0: east", "map 1: north", "map 2: west", "map 3: south"]
+    image = open_png(plots.kernel_grid(kernels, labels=labels, title="kernel delays", unit="delay (ms)"))
+    # Four panels in a row, each 1.8 inches wide at 100 dpi, plus the colour bar.
+    assert image.size[0] >= 4 * 180
+    open_png(plots.kernel_grid(torch.ones(10, 3, 3)))
+
+
+def test_kernel_grid_rejects_bad_input():
+    with pytest.raises(ValueError, match="kernels must have shape"):
+        plots.kernel_grid(torch.zeros(5, 5))
+    with pytest.raises(ValueError, match="one entry per map"):
+        plots.kernel_grid(torch.zeros(2, 3, 3), labels=["map 0"])
+
+
 def test_weight_grid_rejects_wrong_image_shape():
     with pytest.raises(ValueError, match="image_shape"):
         plots.weight_grid(torch.zeros(10, 2), (3, 3))

@@ -103,6 +103,21 @@ def test_range_rule_in_nested_union():
     issue = only_issue(document)
     assert issue.path == "$.network.connections.drive.weight.std"
     assert issue.rule == "greater_than_equal"
+    assert issue.message == "std must be at least 0"
+    assert issue.value == -1.0
+
+
+def test_stop_below_error_at_its_field():
+    document = small_job()
+    document["network"]["connections"]["drive"]["delay"] = {"init": 2.0, "max_ms": 5.0}
+    document["network"]["connections"]["drive"]["learning"] = [
+        {"type": "delay_adjusted_stdp", "b_minus": 1.0, "stop_below": 0.5}
+    ]
+    issue = only_issue(document)
+    assert issue.path == "$.network.connections.drive.learning[0].stop_below"
+    assert issue.rule == "stop_below_not_above_b_minus"
+    assert "raise stop_below or lower b_minus" in issue.message
+    assert issue.value == 0.5
 
 
 def test_missing_field_path():

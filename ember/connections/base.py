@@ -55,6 +55,18 @@ def reduce_batch(update: torch.Tensor, reduce: str) -> torch.Tensor:
     return update.sum(0) if reduce == "sum" else update.mean(0)
 
 
+
+def _shares_memory(tensor: torch.Tensor, source: object) -> bool:
+    """Return whether ``tensor`` may use the memory of ``source``, a tensor or an array-like object."""
+    if isinstance(source, torch.Tensor):
+        return tensor.untyped_storage().data_ptr() == source.untyped_storage().data_ptr()
+    interface = getattr(source, "__array_interface__", None)
+    if interface is None:
+        return False
+    # A NumPy array that torch.as_tensor took without conversion.
+    start = interface["data"][0]
+    return tensor.device.type == "cpu" and start <= tensor.data_ptr() < start + max(getattr(source, "nbytes", 0), 1)
+
 class Connection(Stateful):
     """Weighted connection from a presynaptic node to a postsynaptic population.
 
@@ -87,6 +99,12 @@ class Connection(Stateful):
             synapse's input unit; ``None`` for no bias.
         w_min: the lower hard bound on weights, applied after every update.
         w_max: the upper hard bound on weights, applied after every update.
+        copy: with ``True`` (default) the connection keeps its own copy of
+            ``weight``. With ``False`` a tensor of the connection's dtype and
+            device becomes the weight itself, so a large matrix needs its
+            memory once. Changes to either tensor then show in the other, and
+            a lateral connection zeroes the caller's diagonal. A weight of
+            another dtype or device is converted and so never shared.
         batch_size: the number of samples simulated side by side.
 
     Attributes:
@@ -116,6 +134,7 @@ class Connection(Stateful):
         bias: float | torch.Tensor | None = None,
         w_min: float | None = None,
         w_max: float | None = None,
+        copy: bool = True,
         batch_size: int = 1,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
@@ -132,8 +151,12 @@ class Connection(Stateful):
         self.w_min = w_min
         self.w_max = w_max
 
+        source = weight
         weight = torch.as_tensor(weight, dtype=self.dtype, device=self.device)
-        self.weight = nn.Parameter(weight.clone())
+        if copy and _shares_memory(weight, source):
+            # A converted weight is already a new tensor, so only an unconverted one is copied.
+            weight = weight.clone()
+        self.weight = nn.Parameter(weight)
         self.bias = None if bias is None else nn.Parameter(
             torch.as_tensor(bias, dtype=self.dtype, device=self.device).expand(self.post_shape).clone()
         )

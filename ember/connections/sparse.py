@@ -67,7 +67,9 @@ class Sparse(Connection):
             kwargs["delay"] = delay.expand(pre_index.shape)[order]
         self.pre_size = pre_size
         self.post_size = post_size
-        super().__init__(pre_shape, post_shape, weight.clone(), **kwargs)
+        # Indexing by the sort order made a new tensor, so the base class need not copy it.
+        kwargs["copy"] = False
+        super().__init__(pre_shape, post_shape, weight.contiguous(), **kwargs)
         device = self.device
         self.register_buffer("pre_index", pre_index[order].to(device))
         self.register_buffer("post_index", post_index[order].to(device))

@@ -179,6 +179,12 @@ def issues_from_validation_error(error: ValidationError, document: Any) -> list[
             message = f"unknown {loc[-1]} {item.get('ctx', {}).get('tag')!r}; expected one of {expected}"
         elif rule == "extra_forbidden":
             message = f"unknown field {loc[-1]!r}; remove it or check its spelling"
+        elif rule in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+            bound = {"greater_than": "above", "greater_than_equal": "at least", "less_than": "below", "less_than_equal": "at most"}[rule]
+            limit = next(iter(item.get("ctx", {}).values()), "the limit")
+            if isinstance(limit, (int, float)):
+                limit = f"{limit:g}"
+            message = f"{loc[-1]} must be {bound} {limit}"
         elif rule == "missing":
             message = f"required field {loc[-1]!r} is missing"
         issues.append(SpecIssue(json_path(loc), rule, message, offending_value(item)))

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
-from ember.spec.common import SpecModel
+from ember.spec.common import SpecModel, spec_error
 
 
 class _RuleBase(SpecModel):
@@ -145,7 +145,13 @@ class DelayAdjustedStdpSpec(_RuleBase):
     @model_validator(mode="after")
     def _stop_above_step(self) -> DelayAdjustedStdpSpec:
         if self.stop_below is not None and not self.stop_below > self.b_minus:
-            raise ValueError(f"stop_below ({self.stop_below} ms) must be above b_minus ({self.b_minus} ms)")
+            raise spec_error(
+                "stop_below_not_above_b_minus",
+                f"stop_below = {self.stop_below:g} ms must be above b_minus = {self.b_minus:g} ms, so that no delay "
+                "is shortened below 0 ms; raise stop_below or lower b_minus",
+                ("stop_below",),
+                self.stop_below,
+            )
         if self.d_min is not None and self.d_max is not None and self.d_min > self.d_max:
             raise ValueError(f"d_min ({self.d_min} ms) must not exceed d_max ({self.d_max} ms)")
         return self
