@@ -661,6 +661,48 @@ def test_arrival_timed_stdp_with_a_batch_matches_torch(trace):
     assert_same_run(reference, native, {"rtol": 1e-6, "atol": 1e-6})
 
 
+@pytest.mark.parametrize("case", ["plain", "recurrent", "hard_bounds", "sum"])
+def test_batch_arrival_steps_equal_dense_pass(case):
+    """Calls of 16 steps or more keep a batch's traces as arrival steps; shorter ones decay every trace."""
+    options = {"recurrent": {"recurrent": True}, "hard_bounds": {"bounds": HardBounds(0.0, 1.5)}}.get(case, {})
+    torch.manual_seed(7)
+    lazy = arrival_network("native", batch=4, **options)
+    torch.manual_seed(7)
+    dense = arrival_network("native", batch=4, **options)
+    if case == "sum":
+        for network in (lazy, dense):
+            network.rules["learn"].reduce = "sum"
+    lazy.run(40)
+    assert plan_of(lazy).rules[0].arrival_steps == 40
+    for _ in range(5):
+        dense.run(8)
+    assert plan_of(dense).rules[0].arrival_steps == 0
+    # The next call switches to arrival steps from traces that the dense pass left.
+    for network in (lazy, dense):
+        network.run(50)
+    assert plan_of(dense).rules[0].arrival_steps == 50
+    assert spike_total(lazy) > 200
+    assert_same_run(dense, lazy, EXACT)
+
+
+def test_batch_arrival_steps_after_out_of_bounds_weights():
+    torch.manual_seed(7)
+    lazy = arrival_network("native", batch=3, bounds=HardBounds(0.0, 1.2))
+    torch.manual_seed(7)
+    dense = arrival_network("native", batch=3, bounds=HardBounds(0.0, 1.2))
+    for network in (lazy, dense):
+        with torch.no_grad():
+            network.connections["link"].weight[::5] = 1.4  # inside the connection's bounds, outside the rule's
+    lazy.run(60)
+    assert plan_of(lazy).rules[0].arrival_steps == 0
+    # The first update brought every weight into the rule's bounds, so the next call keeps arrival steps.
+    lazy.run(60)
+    assert plan_of(lazy).rules[0].arrival_steps == 60
+    for _ in range(12):
+        dense.run(10)
+    assert_same_run(dense, lazy, EXACT)
+
+
 @pytest.mark.parametrize(
     ("options", "reason"),
     [

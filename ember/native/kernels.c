@@ -116,7 +116,8 @@ typedef struct {
     int32_t depress, potentiate;  /* whether each update is applied at all */
     int32_t defer;                /* potentiation may be deferred (see "deferred potentiation" in kernels_step.h) */
     int32_t arrival;              /* presynaptic spikes count when they arrive through whole-step delays */
-    int32_t pad0, pad1;
+    int32_t arrival_steps;        /* out: steps of the last call that kept the traces as arrival steps */
+    int32_t pad1;
     double decay_pre, decay_post1, decay_post2;
     double depression_factor;     /* -a_minus or -nu_pre */
     double potentiation_factor;   /* a_plus or nu_post */
@@ -298,17 +299,30 @@ typedef struct {
  */
 typedef struct Arrivals {
     int active;
-    int size;          /* entries of `power`; the trace is 0 from `size` steps on */
-    int32_t *last;     /* (post, pre) step of the last arrival, or ARRIVAL_NEVER */
-    void *power;       /* REAL (size,): 1, decay, decay * decay, ... */
+    int size;              /* entries of `power`; the trace is 0 from `size` steps on */
+    int32_t *last;         /* (batch, post, pre) step of the last arrival, or ARRIVAL_NEVER */
+    void *power;           /* REAL (size,): 1, decay, decay * decay, ... */
+    /* With several samples: the pair sums of the step, 0 between steps. */
+    void *depression;      /* REAL (pre, post) */
+    void *potentiation;    /* REAL (post, pre) */
+    uint8_t *spiked;       /* (post,) 1 for a column in spiked_list */
+    int32_t *spiked_list;  /* columns of the neurons that spiked in some sample */
 } Arrivals;
 
 #define ARRIVAL_NEVER INT32_MIN
 #define ARRIVAL_MAX_POWERS (1 << 16)
+/* With several samples, arrival steps take 4 bytes per synapse and sample, and
+ * setting them up costs about as much as a few steps of the dense pass. */
+#define ARRIVAL_BATCH_MAX_BYTES ((size_t)1 << 30)
+#define ARRIVAL_BATCH_MIN_STEPS 16
 
 static void arrivals_close(Arrivals *a) {
     free(a->last);
     free(a->power);
+    free(a->depression);
+    free(a->potentiation);
+    free(a->spiked);
+    free(a->spiked_list);
     memset(a, 0, sizeof(*a));
 }
 

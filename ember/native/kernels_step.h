@@ -883,25 +883,38 @@ static inline REAL FN(arrival_trace)(const Arrivals *a, int64_t age) {
 static void FN(arrivals_open)(const Net *net, const Rule *r, Arrivals *a) {
     const Conn *c = &net->conns[r->conn];
     const size_t n = (size_t)c->pre_size * (size_t)c->post_size;
+    const size_t B = (size_t)net->batch;
     const REAL *trace = (const REAL *)r->pre_trace;
     memset(a, 0, sizeof(*a));
-    if (!r->arrival || !r->nearest || !r->bucket_start || net->batch != 1) return;
+    if (!r->arrival || !r->nearest || !r->bucket_start) return;
+    if (B > 1 && (net->steps < ARRIVAL_BATCH_MIN_STEPS || B * n * sizeof(int32_t) > ARRIVAL_BATCH_MAX_BYTES)) return;
     if (FN(arrival_powers)(a, (REAL)r->decay_pre) != 0) {
         arrivals_close(a);
         return;
     }
-    a->last = (int32_t *)malloc(sizeof(int32_t) * n);
+    a->last = (int32_t *)malloc(sizeof(int32_t) * B * n);
     if (!a->last) {
         arrivals_close(a);
         return;
     }
+    if (B > 1) {
+        a->depression = calloc(n, sizeof(REAL));
+        a->potentiation = calloc(n, sizeof(REAL));
+        a->spiked = (uint8_t *)calloc((size_t)c->post_size, 1);
+        a->spiked_list = (int32_t *)malloc(sizeof(int32_t) * (size_t)c->post_size);
+        if (!a->depression || !a->potentiation || !a->spiked || !a->spiked_list) {
+            arrivals_close(a);
+            return;
+        }
+    }
     const REAL *power = (const REAL *)a->power;
     const int I = c->pre_size, P = c->post_size;
 
-    for (size_t x = 0; x < n; x++) {
+    for (size_t x = 0; x < B * n; x++) {
         const REAL value = trace[x];
-        /* `last` is stored by column, (post, pre), so that a postsynaptic spike reads its column in one run. */
-        int32_t *last = a->last + (x % (size_t)P) * (size_t)I + x / (size_t)P;
+        /* `last` is stored by column, (batch, post, pre), so that a postsynaptic spike reads its column in one run. */
+        const size_t sample = x / n, synapse = x % n;
+        int32_t *last = a->last + sample * n + (synapse % (size_t)P) * (size_t)I + synapse / (size_t)P;
         if (value == 0) {
             *last = ARRIVAL_NEVER;
             continue;
@@ -926,11 +939,14 @@ static void FN(arrivals_open)(const Net *net, const Rule *r, Arrivals *a) {
 static void FN(arrivals_close_trace)(const Net *net, const Rule *r, Arrivals *a, int64_t last) {
     const Conn *c = &net->conns[r->conn];
     const int I = c->pre_size, P = c->post_size;
-    REAL *trace = (REAL *)r->pre_trace;
-    for (int j = 0; j < P; j++) {
-        const int32_t *column = a->last + (size_t)j * I;
-        for (int i = 0; i < I; i++)
-            trace[(size_t)i * P + j] = column[i] == ARRIVAL_NEVER ? (REAL)0 : FN(arrival_trace)(a, last - column[i]);
+    const size_t n = (size_t)I * (size_t)P;
+    for (int b = 0; b < net->batch; b++) {
+        REAL *trace = (REAL *)r->pre_trace + (size_t)b * n;
+        for (int j = 0; j < P; j++) {
+            const int32_t *column = a->last + (size_t)b * n + (size_t)j * I;
+            for (int i = 0; i < I; i++)
+                trace[(size_t)i * P + j] = column[i] == ARRIVAL_NEVER ? (REAL)0 : FN(arrival_trace)(a, last - column[i]);
+        }
     }
 }
 
@@ -979,6 +995,92 @@ static void FN(arrival_lazy_step)(const Net *net, Rule *r, Arrivals *a, int depr
                 REAL *target = weight + (size_t)i * P + j;
                 *target = FN(update_plain)(&up, up.mean, up.hard, *target, FN(arrival_trace)(a, now - arrived) * post_spikes[j], &outside);
             }
+        }
+    }
+    if (depress || potentiate) r->full_pass = outside;
+}
+
+/*
+ * arrival_lazy_step with several samples. The pair sums of arrival_batch_step
+ * add each sample's terms in sample order, so this step collects them the
+ * same way: first every sample's arrivals (depression, by row), then every
+ * sample's postsynaptic spikes (potentiation, by column). A weight then takes
+ * its depression and then its potentiation, as in the dense pass, and the sums
+ * go back to 0. Terms that the dense pass adds as 0 are left out, which
+ * changes no sum.
+ */
+static void FN(arrival_lazy_batch_step)(const Net *net, Rule *r, Arrivals *a, int depress, int potentiate, int64_t now,
+                                        const REAL *post_trace, const REAL *post_spikes, const int32_t *post_list,
+                                        const int32_t *post_count) {
+    const Conn *c = &net->conns[r->conn];
+    const int B = net->batch, I = c->pre_size, P = c->post_size;
+    const size_t n = (size_t)I * (size_t)P;
+    const int lateral = c->kind == CONN_LATERAL;
+    const int stride = r->max_delay + 2;
+    const uint64_t window = r->max_delay >= 63 ? ~(uint64_t)0 : (((uint64_t)1 << (r->max_delay + 1)) - 1);
+    REAL *weight = (REAL *)c->weight;
+    REAL *depression = (REAL *)a->depression, *potentiation = (REAL *)a->potentiation;
+    FN(Update) ud = FN(update_constants)(r, r->depression_factor, B);
+    FN(Update) up = FN(update_constants)(r, r->potentiation_factor, B);
+    int outside = 0, spiked_columns = 0;
+
+    for (int b = 0; b < B; b++) {
+        int32_t *last = a->last + (size_t)b * n;
+        const REAL *sample_trace = post_trace + (size_t)b * P;
+        for (int i = 0; i < I; i++) {
+            uint64_t due = r->bits[(size_t)b * I + i] & window;
+            const int32_t *start = r->bucket_start + (size_t)i * stride;
+            const int32_t *column = r->bucket_column + (size_t)i * P;
+            REAL *row_sum = depression + (size_t)i * P;
+            while (due) {
+                const int delay = __builtin_ctzll(due);
+                due &= due - 1;
+                for (int m = start[delay]; m < start[delay + 1]; m++) {
+                    const int j = column[m];
+                    last[(size_t)j * I + i] = (int32_t)now;
+                    if (depress) row_sum[j] += sample_trace[j];
+                }
+            }
+        }
+    }
+    if (potentiate) {
+        for (int b = 0; b < B; b++) {
+            const int32_t *list = post_list + (size_t)b * P;
+            const REAL *sample_spikes = post_spikes + (size_t)b * P;
+            for (int k = 0; k < post_count[b]; k++) {
+                const int j = list[k];
+                const int32_t *last = a->last + (size_t)b * n + (size_t)j * I;
+                REAL *column_sum = potentiation + (size_t)j * I;
+                if (!a->spiked[j]) {
+                    a->spiked[j] = 1;
+                    a->spiked_list[spiked_columns++] = j;
+                }
+                for (int i = 0; i < I; i++) {
+                    const int32_t arrived = last[i];
+                    if (arrived != ARRIVAL_NEVER) column_sum[i] += FN(arrival_trace)(a, now - arrived) * sample_spikes[j];
+                }
+            }
+        }
+    }
+    if (depress) {
+        for (int i = 0; i < I; i++) {
+            REAL *row = weight + (size_t)i * P, *row_sum = depression + (size_t)i * P;
+            for (int j = 0; j < P; j++) {
+                if (row_sum[j] == 0) continue;
+                if (!(lateral && j == i)) row[j] = FN(update_plain)(&ud, ud.mean, ud.hard, row[j], row_sum[j], &outside);
+                row_sum[j] = 0;
+            }
+        }
+    }
+    for (int k = 0; k < spiked_columns; k++) {
+        const int j = a->spiked_list[k];
+        REAL *column_sum = potentiation + (size_t)j * I;
+        a->spiked[j] = 0;
+        for (int i = 0; i < I; i++) {
+            if (column_sum[i] == 0) continue;
+            REAL *target = weight + (size_t)i * P + j;
+            if (!(lateral && i == j)) *target = FN(update_plain)(&up, up.mean, up.hard, *target, column_sum[i], &outside);
+            column_sum[i] = 0;
         }
     }
     if (depress || potentiate) r->full_pass = outside;
@@ -1098,18 +1200,24 @@ static void FN(arrival_rule_step)(const Net *net, Rule *r, Arrivals *arrivals, S
     }
     int depress = r->depress && post_trace_nonzero;
     int potentiate = r->potentiate && post_events > 0;
-    if (B > 1) {
-        FN(arrival_batch_step)(net, r, w, depress, potentiate, post_trace, post_spikes);
-    } else if (arrivals->active && !r->full_pass && r->bounds != BOUNDS_SOFT) {
-        FN(arrival_lazy_step)(net, r, arrivals, depress, potentiate, step - net->step0, post_trace, post_spikes, post_list,
-                              post_events);
+    if (arrivals->active && !r->full_pass && r->bounds != BOUNDS_SOFT) {
+        r->arrival_steps++;
+        if (B > 1)
+            FN(arrival_lazy_batch_step)(net, r, arrivals, depress, potentiate, step - net->step0, post_trace, post_spikes,
+                                        post_list, post_count);
+        else
+            FN(arrival_lazy_step)(net, r, arrivals, depress, potentiate, step - net->step0, post_trace, post_spikes,
+                                  post_list, post_events);
     } else {
         if (arrivals->active) {
             /* Weights left their bounds: go back to decaying every trace, from the traces the arrival steps give. */
             FN(arrivals_close_trace)(net, r, arrivals, step - net->step0 - 1);
             arrivals_close(arrivals);
         }
-        FN(arrival_dense_step)(net, r, depress, potentiate, post_trace, post_spikes);
+        if (B > 1)
+            FN(arrival_batch_step)(net, r, w, depress, potentiate, post_trace, post_spikes);
+        else
+            FN(arrival_dense_step)(net, r, depress, potentiate, post_trace, post_spikes);
     }
     for (int b = 0; b < B; b++) {
         for (int k = 0; k < post_count[b]; k++) {
@@ -1362,6 +1470,7 @@ int64_t FN(ember_run)(Net *net) {
     }
     for (int r = 0; r < net->n_rules; r++) {
         if (w.deferred[r].active) FN(deferred_rebase)(net, &net->rules[r], &w.deferred[r], net->step0);
+        net->rules[r].arrival_steps = 0;
         FN(arrivals_open)(net, &net->rules[r], &w.arrivals[r]);
     }
     for (; done < net->steps; done++) {

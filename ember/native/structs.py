@@ -104,7 +104,8 @@ class RuleStruct(ctypes.Structure):
         ("potentiate", _i32),
         ("defer", _i32),
         ("arrival", _i32),
-        ("pad0", _i32),
+        # Out: the steps of the last call that kept the presynaptic traces as arrival steps.
+        ("arrival_steps", _i32),
         ("pad1", _i32),
         ("decay_pre", ctypes.c_double),
         ("decay_post1", ctypes.c_double),
