@@ -169,8 +169,9 @@ def command_run(args: argparse.Namespace) -> int:
             return
         if bar is None:
             bar = tqdm(total=update.total, unit=update.unit[:-1], dynamic_ncols=True, smoothing=0.1)
-        label = update.phase if update.epoch is None else f"{update.phase} epoch {update.epoch + 1}"
-        bar.set_description(label, refresh=False)
+        # The bar counts the samples of the whole job, so the label names the phase within it.
+        label = update.phase if update.epoch is None else f"{update.phase} epoch {update.epoch + 1}/{spec.epochs}"
+        bar.set_description(f"job: {label}", refresh=False)
         bar.update(update.done - bar.n)
 
     with _Interrupt() as interrupt:

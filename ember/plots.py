@@ -34,7 +34,14 @@ def _numpy(values: torch.Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def spike_raster(chunk: SpikeChunk, *, title: str = "spikes", max_points: int = 200_000) -> bytes:
+def spike_raster(
+    chunk: SpikeChunk,
+    *,
+    title: str = "spikes",
+    max_points: int = 200_000,
+    sample_ms: float | None = None,
+    group_labels: Sequence[str] | None = None,
+) -> bytes:
     """Draw a raster of spike times (ms) against flat neuron index.
 
     Args:
@@ -43,6 +50,14 @@ def spike_raster(chunk: SpikeChunk, *, title: str = "spikes", max_points: int = 
         title: the figure title.
         max_points: at most this many records are drawn (the first ones),
             to keep the figure responsive; the title states when records were left out.
+        sample_ms: the length of one sample in ms, for samples laid end to
+            end; a dotted line then marks where each sample starts.
+        group_labels: one label per slice of the first dimension of
+            ``chunk.shape`` (the maps of a convolution), drawn at the left
+            with a line between groups; ``None`` for no groups.
+
+    Raises:
+        ValueError: if ``group_labels`` does not have one label per slice.
 
     Returns:
         PNG bytes.
@@ -57,7 +72,18 @@ def spike_raster(chunk: SpikeChunk, *, title: str = "spikes", max_points: int = 
     axes.scatter(times, index, s=2, c=colour, marker="|", linewidths=0.8)
     axes.set_xlabel("time (ms)")
     axes.set_ylabel("neuron index")
-    axes.set_ylim(-0.5, math.prod(chunk.shape) - 0.5)
+    size = math.prod(chunk.shape)
+    axes.set_ylim(-0.5, size - 0.5)
+    if sample_ms is not None and shown:
+        for start in np.arange(sample_ms, float(times.max()) + sample_ms / 2, sample_ms):
+            axes.axvline(start, color="0.6", linestyle=":", linewidth=0.8)
+    if group_labels is not None:
+        if len(group_labels) != chunk.shape[0]:
+            raise ValueError(f"group_labels must have one label per slice of the first dimension ({chunk.shape[0]}), got {len(group_labels)}")
+        group = size // chunk.shape[0]
+        for boundary in range(group, size, group):
+            axes.axhline(boundary - 0.5, color="tab:red", linewidth=0.6)
+        axes.set_yticks([group * k + (group - 1) / 2 for k in range(len(group_labels))], list(group_labels))
     suffix = f" (first {shown} of {count} spikes)" if shown < count else f" ({count} spikes)"
     axes.set_title(title + suffix)
     figure.tight_layout()

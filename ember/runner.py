@@ -940,6 +940,12 @@ def _square_image(size: int) -> tuple[int, int] | None:
     return (side, side) if side * side == size and side > 1 else None
 
 
+def _map_label(index: int, names: list[str | None] | None) -> str:
+    """Return the label of feature map ``index``: ``"map 3"``, with its preferred direction when known (``"map 3: east"``)."""
+    name = names[index] if names and index < len(names) else None
+    return f"map {index}: {name}" if name else f"map {index}"
+
+
 def _raster_chunk(chunk: SpikeChunk, steps_per_sample: int) -> SpikeChunk:
     """Lay the recorded samples end to end on one time axis, for a raster plot."""
     if chunk.sample is None or not len(chunk):
@@ -962,6 +968,7 @@ def _draw_plots(run: _JobRun, metrics: dict[str, Any]) -> dict[str, bytes]:
     from ember.connections import Conv2d, Dense
 
     figures: dict[str, bytes] = {}
+    names = metrics.get("preferred_direction_name")
     for monitor in run.built.spike_monitors:
         # The store has every record, also those of a run before a resume; memory only this run's.
         chunk = None
@@ -975,14 +982,19 @@ def _draw_plots(run: _JobRun, metrics: dict[str, Any]) -> dict[str, bytes]:
             chunk = SpikeChunk.concatenate(chunks).canonical()
         if chunk is not None and len(chunk):
             raster = _raster_chunk(chunk, run.spec.steps_per_sample)
-            figures[f"raster_{monitor}"] = plots.spike_raster(raster, title=f"{monitor}: spikes of the recorded samples")
+            sample_ms = None if raster.sample is None else run.spec.steps_per_sample * run.spec.dt
+            # The maps of a convolutional population, labelled like the kernel plots.
+            groups = None
+            if len(raster.shape) == 3 and raster.shape[0] <= 16:
+                groups = [_map_label(index, names) for index in range(raster.shape[0])]
+            figures[f"raster_{monitor}"] = plots.spike_raster(
+                raster, title=f"{monitor}: spikes of the recorded samples", sample_ms=sample_ms, group_labels=groups
+            )
 
-    # Panel titles of convolution kernels: the map and, for an RDK job, its preferred direction.
-    names = metrics.get("preferred_direction_name")
     for name, connection in run.built.network.connections.items():
         weight = connection.weight.detach().to("cpu")
         maps = weight.shape[0] if isinstance(connection, Conv2d) else 0
-        map_labels = [f"map {index}" + (f": {names[index]}" if names and index < len(names) and names[index] else "") for index in range(maps)]
+        map_labels = [_map_label(index, names) for index in range(maps)]
         if isinstance(connection, Conv2d):
             figures[f"weights_{name}"] = plots.kernel_grid(weight, labels=map_labels, title=f"{name}: kernel weights")
         elif type(connection) is Dense:

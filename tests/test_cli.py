@@ -125,6 +125,7 @@ def test_run_writes_result_layout(tmp_path):
         assert len(data["step"]) > 0
     # The progress bar counts steps for a simulation without data.
     assert "step/s" in result.stderr
+    assert "job: simulate" in result.stderr
 
 
 def test_run_invalid_spec_fails(tmp_path, capsys):

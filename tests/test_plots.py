@@ -45,6 +45,16 @@ def test_weight_grid_of_kernels(generator):
     open_png(plots.weight_grid(kernels.reshape(4, -1).T, (2, 5, 5)))
 
 
+def test_spike_raster_with_samples_and_groups():
+    chunk = SpikeChunk(
+        step=np.array([1, 45, 90]), index=np.array([0, 100, 300]), sample=np.array([0, 1, 2]), dt=1.0, shape=(4, 9, 9)
+    )
+    labels = ["map 0: east", "map 1: north", "map 2: west", "map 3: south"]
+    open_png(plots.spike_raster(chunk, sample_ms=40.0, group_labels=labels))
+    with pytest.raises(ValueError, match="one label per slice"):
+        plots.spike_raster(chunk, group_labels=labels[:2])
+
+
 def test_kernel_grid_one_panel_per_map(generator):
     kernels = torch.rand(4, 1, 5, 5, generator=generator) * 8.0
     labels = ["map 0: east", "map 1: north", "map 2: west", "map 3: south"]
