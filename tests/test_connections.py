@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -343,3 +345,15 @@ def test_sparse_keeps_own_sorted_weights():
     weight[0] = 9.0
     # Sorted by (pre, post): (0, 0) weight 3, (0, 1) weight 2, (1, 0) weight 1.
     assert connection.weight.tolist() == [3.0, 2.0, 1.0]
+
+
+def test_delayed_connection_does_not_import_sympy():
+    """torch.broadcast_shapes imports sympy (about 40 MB), which building a connection must not."""
+    code = (
+        "import sys, torch\n"
+        "from ember import Dense\n"
+        "Dense(3, 2, torch.ones(3, 2), dt=1.0, delay=torch.ones(3, 1), max_delay=2.0)\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ember.core import Shape, Stateful, as_shape
+from ember.core import Shape, Stateful, as_shape, broadcast_shapes
 from ember.units import check_dt, to_fractional_steps
 
 Reduce = Literal["sum", "mean"]
@@ -208,8 +208,8 @@ class Connection(Stateful):
         """Raise ``ValueError`` unless ``delay`` broadcasts to the weight's shape without growing it."""
         weight_shape = tuple(self.weight.shape)
         try:
-            fits = torch.broadcast_shapes(delay.shape, self.weight.shape) == self.weight.shape
-        except RuntimeError:
+            fits = broadcast_shapes(delay.shape, self.weight.shape) == weight_shape
+        except ValueError:
             fits = False
         if not fits:
             raise ValueError(
