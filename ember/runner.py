@@ -940,10 +940,10 @@ def _square_image(size: int) -> tuple[int, int] | None:
     return (side, side) if side * side == size and side > 1 else None
 
 
-def _map_label(index: int, names: list[str | None] | None) -> str:
+def _map_label(index: int, names: list[str | None] | None, separator: str = ": ") -> str:
     """Return the label of feature map ``index``: ``"map 3"``, with its preferred direction when known (``"map 3: east"``)."""
     name = names[index] if names and index < len(names) else None
-    return f"map {index}: {name}" if name else f"map {index}"
+    return f"map {index}{separator}{name}" if name else f"map {index}"
 
 
 def _raster_chunk(chunk: SpikeChunk, steps_per_sample: int) -> SpikeChunk:
@@ -1025,8 +1025,7 @@ def _draw_plots(run: _JobRun, metrics: dict[str, Any]) -> dict[str, bytes]:
         title = "confusion matrix" if accuracy is None else f"confusion matrix (accuracy {100 * accuracy:.1f}%)"
         figures["confusion_matrix"] = plots.confusion_matrix_plot(torch.tensor(metrics["confusion_matrix"]), title=title)
     if "direction_selectivity" in metrics:
-        names = metrics.get("preferred_direction_name") or [None] * len(metrics["direction_selectivity"])
-        labels = [f"map {index}" + (f"\n{name}" if name else "") for index, name in enumerate(names)]
+        labels = [_map_label(index, names, separator="\n") for index in range(len(metrics["direction_selectivity"]))]
         figures["direction_selectivity"] = plots.bar_chart(
             labels, metrics["direction_selectivity"], ylabel="direction selectivity index", title="direction selectivity"
         )

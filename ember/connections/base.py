@@ -55,7 +55,6 @@ def reduce_batch(update: torch.Tensor, reduce: str) -> torch.Tensor:
     return update.sum(0) if reduce == "sum" else update.mean(0)
 
 
-
 def _shares_memory(tensor: torch.Tensor, source: object) -> bool:
     """Return whether ``tensor`` may use the memory of ``source``, a tensor or an array-like object."""
     if isinstance(source, torch.Tensor):
@@ -66,6 +65,7 @@ def _shares_memory(tensor: torch.Tensor, source: object) -> bool:
     # A NumPy array that torch.as_tensor took without conversion.
     start = interface["data"][0]
     return tensor.device.type == "cpu" and start <= tensor.data_ptr() < start + max(getattr(source, "nbytes", 0), 1)
+
 
 class Connection(Stateful):
     """Weighted connection from a presynaptic node to a postsynaptic population.
