@@ -112,7 +112,7 @@ class DiehlCook(_EmberCase):
             Dense(W1.input_size, case.n, weights, dt=DT_MS, w_min=rule.w_min, w_max=rule.w_max, copy=False),
         )
         inhibition = torch.full((case.n, case.n), -W1.inhibition)
-        self.network.connect("inhibition", "output", "output", Lateral(case.n, inhibition, dt=DT_MS))
+        self.network.connect("inhibition", "output", "output", Lateral(case.n, inhibition, dt=DT_MS, copy=False))
         self.network.add_rule("stdp", _pair_stdp(rule), "input_to_output")
         self.add_counter()
         self.finish()

@@ -417,14 +417,16 @@ def test_callback_that_adds_unsupported_part_continues_in_torch():
 # --------------------------------------------------------------------------- delay lines
 
 
-def lateral_delay_network(engine, *, fractional=False, dtype=torch.float32):
-    """Poisson -> Dense with delays -> LIF, with lateral inhibition through delays too."""
+def lateral_delay_network(engine, *, fractional=False, dtype=torch.float32, batch=2, link_delay=None):
+    """Poisson -> Dense with delays (``link_delay`` ms for every synapse, if given) -> LIF, with lateral inhibition through delays too."""
     dt = 0.5 if fractional else 1.0
-    network = Network(dt=dt, batch_size=2, seed=3, engine=engine)
+    network = Network(dt=dt, batch_size=batch, seed=3, engine=engine)
     poisson_input(network, "input", 120, 50.0)
     network.add("output", LIF(25, dt=dt, tau_mem=10.0, refractory_period=2 * dt))
     scale = 3.0 if fractional else 6.0
     delays = torch.rand(120, 25) * scale if fractional else torch.randint(0, 7, (120, 25)).float()
+    if link_delay is not None:
+        delays = torch.full((120, 25), link_delay)
     network.connect("link", "input", "output", Dense(120, 25, torch.rand(120, 25) * 2.0, dt=dt, delay=delays))
     lateral_delays = torch.rand(25, 25) * 2.0 if fractional else torch.randint(1, 4, (25, 25)).float()
     network.connect("inhibition", "output", "output", Lateral(25, torch.full((25, 25), -4.0), dt=dt, delay=lateral_delays))
@@ -456,6 +458,31 @@ def test_delay_lines_carry_spikes_in_flight_across_chunks_and_torch_steps():
     native.run(120 - int(native.step_count))
     assert int(native.step_count) == 120
     assert_same_run(reference, native, EXACT)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_uniform_delays_go_to_a_shifted_ring_slot_without_offsets(batch):
+    # One delay for every synapse: the kernels add each row into the slot that many steps ahead.
+    reference, native = twin_networks(lateral_delay_network, batch=batch, link_delay=4.0)
+    reference.run(130)
+    native.run(50)
+    native.run(80)
+    conns = plan_of(native).conns
+    shifts = {name: (conns[k].shift, bool(conns[k].offset)) for k, name in enumerate(native.connections)}
+    assert shifts == {"link": (4, False), "inhibition": (0, True)}
+    assert spike_total(reference) > 30
+    assert_same_run(reference, native, EXACT)
+
+
+def test_lateral_inhibition_of_one_step_keeps_no_delay_table():
+    network = Network(dt=1.0, seed=0, engine="native")
+    poisson_input(network, "input", 40, 80.0)
+    network.add("output", LIF(20, dt=1.0, tau_mem=10.0))
+    network.connect("link", "input", "output", Dense(40, 20, torch.rand(40, 20) * 3.0, dt=1.0))
+    network.connect("inhibition", "output", "output", Lateral(20, torch.full((20, 20), -2.0), dt=1.0))
+    network.run(5)
+    struct = plan_of(network).conns[1]
+    assert (struct.shift, bool(struct.offset), bool(struct.fraction)) == (1, False, False)
 
 
 # --------------------------------------------------------------------------- deferred potentiation
@@ -492,15 +519,15 @@ def test_deferred_potentiation_in_chunks_and_between_torch_steps(monkeypatch):
     assert_same_run(reference, native, DEFERRED)
 
 
-def closed_form_network(engine, *, w_max):
-    """Input 'pre' spikes once at 0 ms; a strong 'drive' input makes the output fire at 2 and 9 ms."""
+def closed_form_network(engine, *, w_max, drive_ms=(2.0, 9.0), tau_plus=10.0):
+    """Input 'pre' spikes once at 0 ms; a strong 'drive' input makes the output fire at ``drive_ms`` (2 and 9 ms)."""
     network = Network(dt=1.0, seed=1, engine=engine)
     network.add("pre", SpikeGenerator(1, times_ms=[0.0], indices=[0], dt=1.0))
-    network.add("drive", SpikeGenerator(1, times_ms=[2.0, 9.0], indices=[0, 0], dt=1.0))
+    network.add("drive", SpikeGenerator(1, times_ms=list(drive_ms), indices=[0] * len(drive_ms), dt=1.0))
     network.add("output", LIF(1, dt=1.0, tau_mem=10.0, refractory_period=1.0))
     network.connect("learned", "pre", "output", Dense(1, 1, torch.full((1, 1), 0.1), dt=1.0, w_min=0.0, w_max=w_max))
     network.connect("driver", "drive", "output", Dense(1, 1, torch.full((1, 1), 50.0), dt=1.0))
-    network.add_rule("learn", STDP(a_plus=0.05, a_minus=0.04, tau_plus=10.0, tau_minus=10.0, trace="nearest"), "learned")
+    network.add_rule("learn", STDP(a_plus=0.05, a_minus=0.04, tau_plus=tau_plus, tau_minus=10.0, trace="nearest"), "learned")
     network.add_monitor("spikes", SpikeMonitor("output"))
     return network
 
@@ -515,6 +542,22 @@ def test_deferred_potentiation_closed_form(monkeypatch, w_max):
     # The presynaptic trace is 1 at step 0 and decays by exp(-1/10) per step; each output spike adds a_plus times it.
     decay = math.exp(-0.1)
     expected = min(0.1 + 0.05 * (decay**2 + decay**9), w_max)
+    assert float(network.connections["learned"].weight.detach()) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("calls", [(420,), (100, 200, 120)])
+def test_deferred_potentiation_owed_across_blocks_closed_form(monkeypatch, calls):
+    # The input spikes only at 0 ms, and tau_plus = 100 ms makes blocks of 256 steps: the row pays at the end
+    # of the first block and then owes again from the start of the second, through calls of any length.
+    monkeypatch.setattr(plan, "DEFER_POTENTIATION", True)
+    drive_ms = (2.0, 130.0, 260.0, 300.0, 400.0)
+    network = closed_form_network("native", w_max=10.0, drive_ms=drive_ms, tau_plus=100.0)
+    for steps in calls:
+        network.run(steps)
+    assert plan_of(network).rules[0].defer == 1
+    assert network.monitors["spikes"].spike_events().step.tolist() == [2, 130, 260, 300, 400]
+    decay = math.exp(-0.01)
+    expected = 0.1 + 0.05 * sum(decay**t for t in (2, 130, 260, 300, 400))
     assert float(network.connections["learned"].weight.detach()) == pytest.approx(expected, rel=1e-6)
 
 
@@ -619,6 +662,15 @@ def test_arrival_timed_stdp_matches_torch(trace):
     assert spike_total(reference) > 50
     assert float((reference.connections["link"].weight.detach() - initial).abs().max()) > 0.01
     # The per-synapse traces and the arrival tracker's history, last step and reported spikes are compared too.
+    assert_same_run(reference, native, EXACT)
+
+
+def test_arrival_timed_stdp_with_one_shared_delay_matches_torch():
+    reference, native = twin_networks(arrival_network, delays=torch.full((80, 30), 5.0))
+    reference.run(150)
+    native.run(150)
+    assert (plan_of(native).rules[0].arrival, plan_of(native).conns[0].shift) == (1, 5)
+    assert spike_total(reference) > 50
     assert_same_run(reference, native, EXACT)
 
 

@@ -186,18 +186,14 @@ class Connection(Stateful):
         else:
             delay = torch.as_tensor(delay, dtype=self.dtype, device=self.device)
             self._check_delay_shape(delay)
+            # The extremes propagate NaN, so these checks need no temporary of the weight's size.
+            low, high = (float(value) for value in torch.aminmax(delay.detach().reshape(-1)))
+            if not (low >= 0.0 and math.isfinite(high)):
+                raise ValueError(f"delays must be finite and at least 0 ms, got values in [{low:g}, {high:g}] ms")
             delay = delay.expand(self.weight.shape).clone()
-            if not torch.isfinite(delay).all() or (delay < 0).any():
-                raise ValueError(
-                    f"delays must be finite and at least 0 ms, got values in "
-                    f"[{delay.min().item():g}, {delay.max().item():g}] ms"
-                )
-            self.max_delay = float(delay.max().item()) if max_delay is None else float(max_delay)
-            if (delay > self.max_delay + 1e-9).any():
-                raise ValueError(
-                    f"delays up to {delay.max().item():g} ms exceed max_delay = {self.max_delay:g} ms; "
-                    "raise max_delay"
-                )
+            self.max_delay = high if max_delay is None else float(max_delay)
+            if high > self.max_delay + 1e-9:
+                raise ValueError(f"delays up to {high:g} ms exceed max_delay = {self.max_delay:g} ms; raise max_delay")
             self.delay = nn.Parameter(delay, requires_grad=bool(learn_delay))
         if self.max_delay < self.min_delay:
             raise ValueError(f"max_delay ({self.max_delay} ms) is below min_delay ({self.min_delay} ms)")

@@ -23,6 +23,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 /* Bump when a structure layout changes, together with ABI_VERSION in structs.py. */
 #define EMBER_NATIVE_ABI 3
@@ -102,6 +105,7 @@ typedef struct {
     const void *synapse_decay_a;  /* (post_size,) */
     const void *synapse_decay_b;
     const void *synapse_parameter;/* e_rev (mV) or the peak factor, (post_size,) */
+    int32_t shift;                /* dense and lateral whose synapses share one whole delay: that delay in steps */
 } Conn;
 
 typedef struct {

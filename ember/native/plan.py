@@ -51,6 +51,8 @@ from ember.native.structs import (
 
 #: The maximum number of bytes of source spikes computed in Python for one segment.
 FRAME_BYTES = 1 << 25
+#: The number of delays converted to steps at a time when a run is planned.
+DELAY_BLOCK = 1 << 16
 #: The minimum size of the spike event buffer of a recorded node, in events.
 MIN_EVENT_CAPACITY = 1 << 16
 #: Whether pair STDP with one sample may defer its potentiation (see "deferred potentiation" in
@@ -458,32 +460,67 @@ class Plan:
     def _describe_delays(self, name: str, connection, struct: ConnStruct) -> None:
         for setting in ("delay_mode", "min_delay", "max_delay"):
             self.watch.value(connection, setting)
-        with torch.no_grad():
-            # The operations of Dense._delay_plan and Connection._emit_events.
-            steps = connection.delay_steps()
-            whole = torch.floor(steps)
-            fraction = steps - whole
-        whole_steps = whole.to(torch.int32).reshape(-1).contiguous()
-        has_fraction = bool((fraction != 0).any())
+        whole_steps, fraction = self._delay_steps(connection)
+        low, high = int(whole_steps.min()), int(whole_steps.max())
+        has_fraction = fraction is not None
         conn = self.conn_index[name]
-        self.whole_delays[conn] = whole_steps
         if has_fraction:
             self.fractional_delays.add(conn)
         # The kernels wrap a slot index once, and a far share needs one slot more than its whole delay.
-        if int(whole_steps.max()) + has_fraction >= struct.slots or int(whole_steps.min()) < 0:
+        if high + has_fraction >= struct.slots or low < 0:
             raise Unsupported(f"connection {name!r} has delays outside its ring buffer of {struct.slots} slots")
         if struct.kind == CONN_ONE_TO_ONE:
+            self.whole_delays[conn] = whole_steps
             struct.delay = self._pin(whole_steps)
+        elif low == high and not has_fraction:
+            # One delay for every synapse (a lateral connection's step): the row goes into the ring slot that
+            # many steps ahead, without a table of offsets.
+            self.whole_delays[conn] = whole_steps[:1].clone()
+            struct.shift = low
         else:
             # The kernels' delay lines: synapse (i, j) adds into the cell delay * post_size + j ahead of the current one.
             if (struct.slots + 1) * struct.post_size >= 2**31:
                 raise Unsupported(f"connection {name!r} needs {struct.slots} slots of {struct.post_size} neurons; too many for int32 offsets")
-            columns = torch.arange(struct.post_size, dtype=torch.int32)
-            offset = whole_steps.view(struct.pre_size, struct.post_size) * struct.post_size + columns
-            struct.offset = self._pin(offset.reshape(-1).contiguous())
+            offset = whole_steps.view(struct.pre_size, struct.post_size)
+            offset *= struct.post_size
+            offset += torch.arange(struct.post_size, dtype=torch.int32)
+            struct.offset = self._pin(offset.reshape(-1))
+            # The offsets overwrote the whole delays in place; _whole_delays recovers them by division.
+            self.whole_delays[conn] = offset
         if has_fraction:
-            struct.fraction = self._pin(fraction.to(self.dtype).reshape(-1).contiguous())
+            struct.fraction = self._pin(fraction)
             struct.has_fraction = 1
+
+    def _whole_delays(self, conn: int, shape: torch.Size) -> torch.Tensor:
+        """Return the whole delay steps of dense or lateral connection ``conn`` in the weight's ``shape``."""
+        stored = self.whole_delays[conn]
+        if stored.numel() == 1:
+            return stored.expand(shape)
+        # The delay-line offsets: delay * post_size + j.
+        return torch.div(stored, shape[-1], rounding_mode="floor").view(shape)
+
+    def _delay_steps(self, connection) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return a connection's delays as flat whole steps (int32) and fractions (``None`` when all are whole).
+
+        The delays go through ``Connection.delay_steps`` (the operations of
+        ``Dense._delay_plan`` and ``Connection._emit_events``) a block at a
+        time, so that a large connection needs no full-size temporaries.
+        """
+        delay = self.watch.tensor(connection, "delay").detach().reshape(-1)
+        whole_steps = torch.empty(delay.numel(), dtype=torch.int32)
+        fraction = None
+        with torch.no_grad():
+            for start in range(0, delay.numel(), DELAY_BLOCK):
+                stop = min(start + DELAY_BLOCK, delay.numel())
+                steps = connection.delay_steps(delay[start:stop])
+                whole = torch.floor(steps)
+                whole_steps[start:stop] = whole.to(torch.int32)
+                part = steps - whole
+                if fraction is None and bool((part != 0).any()):
+                    fraction = torch.zeros(delay.numel(), dtype=self.dtype)
+                if fraction is not None:
+                    fraction[start:stop] = part
+        return whole_steps, fraction
 
     def _describe_synapse(self, name: str, connection, struct: ConnStruct) -> None:
         classes = self.classes
@@ -556,7 +593,7 @@ class Plan:
                 layout = (self.batch, *tracker.layout)
                 self._add_state(rule, "pre_trace", layout, struct, "pre_trace")
                 self._add_state(tracker, "reported", layout, struct, "reported", dtype=torch.int64)
-                whole = self.whole_delays[struct.conn].view(connection.weight.shape)
+                whole = self._whole_delays(struct.conn, connection.weight.shape)
                 struct.delay = self._pin(whole.to(torch.uint8).contiguous())
                 # Each row's columns grouped by delay, and where each delay's group starts.
                 struct.max_delay = int(whole.max())

@@ -85,6 +85,7 @@ class ConnStruct(ctypes.Structure):
         ("synapse_decay_a", _ptr),
         ("synapse_decay_b", _ptr),
         ("synapse_parameter", _ptr),
+        ("shift", _i32),
     ]
 
 
