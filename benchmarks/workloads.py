@@ -311,13 +311,14 @@ def bytes_per_step(case: Case, output_rate_hz: float) -> dict[str, float]:
 
     The count assumes the least traffic a step can have. Only the weight rows
     of inputs that spiked are read, once per step and shared by the batch.
-    Each neuron's state is read and written once. STDP reads and writes the
-    rows of inputs that spiked, plus every trace; with a batch it also reads
-    and writes the columns of neurons that spiked. With one sample the
-    potentiation of a column can wait until its rows are read (Ember's
-    deferred potentiation), so the columns add no traffic of their own. With
-    delays, each delivered weight is written once into a ring buffer, and the
-    slot of the current step is read and cleared.
+    Each neuron's state is read and written once. STDP writes back the rows
+    that the step read (one pass can send a row out and update it), reads
+    and writes every trace, and with a batch also reads and writes the
+    columns of neurons that spiked. With one sample the potentiation of a
+    column can wait until its rows are read (Ember's deferred potentiation),
+    so the columns add no traffic of their own. With delays, each delivered
+    weight is written once into a ring buffer, and the slot of the current
+    step is read and cleared.
 
     Args:
         case: the case.
@@ -342,7 +343,7 @@ def bytes_per_step(case: Case, output_rate_hz: float) -> dict[str, float]:
     if case.stdp:
         traces = 2 * batch * (inputs + n) * FLOAT_BYTES
         column_words = columns * inputs if batch > 1 else 0.0
-        terms["stdp"] = 2 * (rows * n + column_words) * FLOAT_BYTES + traces
+        terms["stdp"] = (rows * n + 2 * column_words) * FLOAT_BYTES + traces
     terms["delays"] = 0.0
     if case.delays:
         # One delay per delivered synapse, one scattered write, and the current slot read and cleared.

@@ -144,13 +144,13 @@ def test_bytes_per_step_forward_hand_count():
 
 
 def test_bytes_per_step_stdp_and_delays_terms():
-    # One sample: the rows of the 20 inputs that spiked, read and written, and both traces.
     stdp = workloads.bytes_per_step(Case("W2", 1000, 1, True, units=10, min_units=1), output_rate_hz=30.0)
-    assert stdp["stdp"] == pytest.approx(2 * 0.02 * 1000 * 1000 * 4 + 2 * (1000 + 1000) * 4)
+    # The rows of the 20 inputs that spiked are written back; both traces are read and written.
+    assert stdp["stdp"] == pytest.approx(0.02 * 1000 * 1000 * 4 + 2 * (1000 + 1000) * 4)
     # A batch of 2 also moves the columns of neurons that spiked in either sample.
     batch = workloads.bytes_per_step(Case("W2", 1000, 2, True, units=10, min_units=1), output_rate_hz=30.0)
     rows, columns = 1000 * (1 - 0.98**2), 1000 * (1 - 0.97**2)
-    assert batch["stdp"] == pytest.approx(2 * (rows * 1000 + columns * 1000) * 4 + 2 * 2 * (1000 + 1000) * 4)
+    assert batch["stdp"] == pytest.approx((rows * 1000 + 2 * columns * 1000) * 4 + 2 * 2 * (1000 + 1000) * 4)
     delayed = workloads.bytes_per_step(Case("W3", 1000, 1, False, units=10, min_units=1), output_rate_hz=30.0)
     assert delayed["delays"] == pytest.approx(1000 * 0.02 * 1000 * 8 + 2 * 1000 * 4)
 
@@ -512,9 +512,13 @@ def test_target_rows_check_each_target():
     [stdp] = rows["stdp"]
     assert stdp["cost"] == pytest.approx(2.0)  # half the throughput: exactly at the target
     assert stdp["met"] is True
+    # The plain step moves 80 kB of rows and 20 kB of neuron state; STDP writes the rows back and moves 16 kB of traces.
+    assert stdp["least_bytes"] == pytest.approx((100_000 + 96_000) / 100_000)
     [delays] = rows["delays"]
     assert delays["cost"] == pytest.approx(2.5)
     assert delays["met"] is False
+    # 20 000 delivered weights of 8 bytes each, and the current slot of 1000 cells read and cleared.
+    assert delays["least_bytes"] == pytest.approx((100_000 + 168_000) / 100_000)
     memory = {row["case"].key: row for row in rows["memory"]}
     assert memory["W2-n1000-b1"]["peer"]["framework"] == "inferno"
     assert memory["W2-n1000-b1"]["met"] is True
@@ -529,8 +533,8 @@ def test_targets_section_in_report():
     run["results"] = target_run()
     text = report.write_report(run)
     assert "## Targets" in text
-    assert "| W2 N=1000 B=1 STDP | 10 | 5 | 2.00x | met |" in text
-    assert "| W3 N=1000 B=1 | 12.5 | 5 | 2.50x | missed |" in text
+    assert "| W2 N=1000 B=1 STDP | 10 | 5 | 2.00x | 1.96x | met |" in text
+    assert "| W3 N=1000 B=1 | 12.5 | 5 | 2.50x | 2.68x | missed |" in text
     assert "| W2 N=1000 B=32 | 30,000 | Brian2 C++ standalone: 40,000 | 0.75x | missed |" in text
     assert "| W2 N=1000 B=1 | 250 | Inferno: 251 | met |" in text
 

@@ -461,7 +461,7 @@ def test_delay_lines_carry_spikes_in_flight_across_chunks_and_torch_steps():
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_uniform_delays_go_to_a_shifted_ring_slot_without_offsets(batch):
+def test_uniform_delays_shifted_ring_slot(batch):
     # One delay for every synapse: the kernels add each row into the slot that many steps ahead.
     reference, native = twin_networks(lateral_delay_network, batch=batch, link_delay=4.0)
     reference.run(130)
@@ -474,7 +474,7 @@ def test_uniform_delays_go_to_a_shifted_ring_slot_without_offsets(batch):
     assert_same_run(reference, native, EXACT)
 
 
-def test_lateral_inhibition_of_one_step_keeps_no_delay_table():
+def test_lateral_one_step_delay_without_offsets():
     network = Network(dt=1.0, seed=0, engine="native")
     poisson_input(network, "input", 40, 80.0)
     network.add("output", LIF(20, dt=1.0, tau_mem=10.0))
@@ -546,7 +546,7 @@ def test_deferred_potentiation_closed_form(monkeypatch, w_max):
 
 
 @pytest.mark.parametrize("calls", [(420,), (100, 200, 120)])
-def test_deferred_potentiation_owed_across_blocks_closed_form(monkeypatch, calls):
+def test_deferred_potentiation_across_blocks(monkeypatch, calls):
     # The input spikes only at 0 ms, and tau_plus = 100 ms makes blocks of 256 steps: the row pays at the end
     # of the first block and then owes again from the start of the second, through calls of any length.
     monkeypatch.setattr(plan, "DEFER_POTENTIATION", True)
@@ -665,7 +665,7 @@ def test_arrival_timed_stdp_matches_torch(trace):
     assert_same_run(reference, native, EXACT)
 
 
-def test_arrival_timed_stdp_with_one_shared_delay_matches_torch():
+def test_arrival_stdp_shared_delay_matches_torch():
     reference, native = twin_networks(arrival_network, delays=torch.full((80, 30), 5.0))
     reference.run(150)
     native.run(150)

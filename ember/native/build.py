@@ -12,10 +12,7 @@ to its PyTorch path.
 
 The flags keep floating point arithmetic as written: no ``-ffast-math``,
 which would reorder sums, and ``-ffp-contract=off``, so that ``-march=native``
-(the vector instructions of this CPU) fuses no multiply-add.
-``-fno-trapping-math`` only tells the compiler that no code waits for a
-floating point exception, which lets it vectorise loops with comparisons
-(the threshold test of a neuron step); every result stays the same. Because the
+(the vector instructions of this CPU) fuses no multiply-add. Because the
 library uses this CPU's instructions, the cache key includes the CPU's model
 and feature flags: a cache directory shared by different machines keeps one
 library per kind of CPU.
@@ -39,9 +36,7 @@ logger = logging.getLogger(__name__)
 
 SOURCE_DIR = Path(__file__).resolve().parent
 SOURCES = ("kernels.c", "kernels_step.h")
-FLAGS = (
-    "-O3", "-march=native", "-fPIC", "-shared", "-std=c99", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math",
-)
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c99", "-ffp-contract=off", "-fno-fast-math")
 #: The flags for a compiler that rejects -march=native.
 PORTABLE_FLAGS = tuple(flag for flag in FLAGS if flag != "-march=native")
 CPU_INFO = Path("/proc/cpuinfo")

@@ -30,6 +30,19 @@ static inline REAL FN(clamp)(REAL x, int has_low, REAL low, int has_high, REAL h
 #define PREFETCH_MIN_BYTES ((size_t)16 << 20)
 #define LINE_BYTES 64
 
+/*
+ * Split the columns [first, last) around column `skip`, the neuron itself in
+ * a lateral connection: the columns [first, *cut) and [*resume, last) remain.
+ */
+static inline void FN(split_span)(int first, int last, int skip, int *cut, int *resume) {
+    int at = skip;
+    if (at < first) at = first;
+    if (at > last) at = last;
+    *cut = at;
+    *resume = at;
+    if (at == skip && at < last) *resume = at + 1;
+}
+
 /* Request the bytes [from, to) of `base`: for reading, or for writing when `write` is 1. */
 static inline void FN(prefetch_read)(const void *base, size_t from, size_t to) {
     for (size_t q = from; q < to; q += LINE_BYTES) __builtin_prefetch((const char *)base + q, 0, 3);
@@ -222,9 +235,13 @@ typedef struct {
 /*
  * One sample's LIF step, without branches. The inputs that are NULL are
  * absent; population_step calls it with NULL or not written out, so that
- * the compiler makes one loop of each kind and vectorises it.
+ * the compiler makes one loop of each kind and vectorises it. Both are
+ * compiled with no-trapping-math: no code here waits for a floating point
+ * exception, and without it the compiler keeps the threshold comparison out
+ * of vectors. Elsewhere the option turns the clamps of the weight updates
+ * into branches, which is slower there.
  */
-static inline __attribute__((always_inline)) void FN(lif_span)(const FN(LifArrays) *a, REAL *restrict v,
+static inline __attribute__((always_inline, optimize("no-trapping-math"))) void FN(lif_span)(const FN(LifArrays) *a, REAL *restrict v,
                                                               int32_t *restrict refractory, REAL *restrict spikes,
                                                               const REAL *restrict current, const REAL *restrict jump,
                                                               const REAL *restrict theta, int N) {
@@ -277,7 +294,7 @@ static inline int32_t FN(list_spikes)(const REAL *restrict spikes, int N, int32_
  * Advance LIF or AdaptiveLIF neurons by one step: lif_step and
  * adaptive_lif_step of ember.neurons.functional.
  */
-static void FN(population_step)(const Net *net, const Node *node, int node_index, Scratch *w,
+static __attribute__((optimize("no-trapping-math"))) void FN(population_step)(const Net *net, const Node *node, int node_index, Scratch *w,
                                 const int64_t *slot_now, int64_t step) {
     const int B = net->batch;
     const int N = node->size;
@@ -407,9 +424,11 @@ static inline void FN(line_add)(REAL *restrict cells, const int32_t *restrict of
  * delays (Dense._emit_events and Connection._emit_events). With fractional
  * delays every near share w (1 - f) of a sample goes in before any far share
  * w f, as the two index_add_ calls of the PyTorch path do. Rows whose rule
- * defers potentiation pay what they owe first.
+ * defers potentiation pay what they owe first. Kept out of the step loop
+ * (noinline): inlined there, its loops left too few registers for the
+ * column updates of batch STDP, which ran about 20 % slower.
  */
-static void FN(emit)(const Net *net, int ci, Scratch *w, const int64_t *slot_now, int64_t step) {
+static __attribute__((noinline)) void FN(emit)(const Net *net, int ci, Scratch *w, const int64_t *slot_now, int64_t step) {
     const Conn *c = &net->conns[ci];
     const int64_t now = slot_now[ci];
     const int B = net->batch;
@@ -473,9 +492,10 @@ static void FN(emit)(const Net *net, int ci, Scratch *w, const int64_t *slot_now
                 for (int first = 0; first < P; first += PREFETCH_SPAN) {
                     const int last = first + PREFETCH_SPAN < P ? first + PREFETCH_SPAN : P;
                     FN(prefetch_read)(next, sizeof(REAL) * (size_t)first, sizeof(REAL) * (size_t)last);
-                    const int cut = skip < first ? first : skip > last ? last : skip;
+                    int cut, resume;
+                    FN(split_span)(first, last, skip, &cut, &resume);
                     for (int j = first; j < cut; j++) target[j] += row[j];
-                    for (int j = cut < last && cut == skip ? cut + 1 : cut; j < last; j++) target[j] += row[j];
+                    for (int j = resume; j < last; j++) target[j] += row[j];
                 }
             }
             continue;
@@ -924,11 +944,10 @@ static void FN(deferred_emit)(const Net *net, const Rule *r, Deferred *d, const 
                 FN(prefetch_read)(next_before, sizeof(double) * (size_t)first, sizeof(double) * (size_t)last);
             }
             /* A lateral connection skips the weight from a neuron to itself. */
-            const int cut = skip < first ? first : skip > last ? last : skip;
-            for (int part = 0; part < 2; part++) {
-                const int from = part ? (cut < last && cut == skip ? cut + 1 : cut) : first, to = part ? last : cut;
-                FN(deferred_span)(row, target, arrivals, before, trace, decay, scale, &up, &ud, owes, depress, from, to, &outside);
-            }
+            int cut, resume;
+            FN(split_span)(first, last, skip, &cut, &resume);
+            FN(deferred_span)(row, target, arrivals, before, trace, decay, scale, &up, &ud, owes, depress, first, cut, &outside);
+            FN(deferred_span)(row, target, arrivals, before, trace, decay, scale, &up, &ud, owes, depress, resume, last, &outside);
         }
     }
     d->depressed = step;
