@@ -102,7 +102,9 @@ class Progress:
         done: samples completed (steps, for a simulation without data).
         total: samples (steps) of the whole job.
         samples_per_s: the rate since this process started the job.
-        eta_s: estimated seconds to completion, ``None`` before the rate is known.
+        eta_s: estimated seconds to completion, from the rate after this process's
+            first batch, which pays one-off costs (building the network's kernels,
+            for one); ``None`` until a later batch has finished.
         phase: ``train``, ``label``, ``test`` or ``simulate``.
         epoch: the training epoch (from 0), ``None`` outside training.
         unit: ``"samples"``, or ``"steps"`` for a simulation without data.
@@ -225,6 +227,7 @@ class _JobRun:
             self._start_fresh()
         self.started = time.perf_counter()
         self.done_at_start = self._done()
+        self.rate_anchor: tuple[float, int] | None = None
 
         if self.spec.data is None:
             self._run_simulation()
@@ -590,6 +593,17 @@ class _JobRun:
         self.spike_buffer = {}
         self.buffered_events = 0
 
+    def _eta(self, now: float, done: int, total: int) -> float | None:
+        """Return the seconds left at the rate since this process's first batch, or None after that batch."""
+        if done >= total:
+            return 0.0
+        if self.rate_anchor is None:
+            self.rate_anchor = (now, done)
+            return None
+        anchor_time, anchor_done = self.rate_anchor
+        recent = (done - anchor_done) / (now - anchor_time) if now > anchor_time else 0.0
+        return (total - done) / recent if recent > 0 else None
+
     def _done(self) -> int:
         if self.spec.data is None:
             return self.steps_run
@@ -604,9 +618,10 @@ class _JobRun:
     def _after_batch(self, phase: Phase) -> None:
         done, total = self._done(), self._total()
         if self.report is not None:
-            elapsed = time.perf_counter() - self.started
+            now = time.perf_counter()
+            elapsed = now - self.started
             rate = (done - self.done_at_start) / elapsed if elapsed > 0 else 0.0
-            eta = (total - done) / rate if rate > 0 else None
+            eta = self._eta(now, done, total)
             unit = "steps" if self.spec.data is None else "samples"
             self.report(Progress(done, total, rate, eta, phase.name, phase.epoch, unit))
         finished = done >= total

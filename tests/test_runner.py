@@ -120,6 +120,9 @@ def test_progress_reports(uninterrupted):
     assert updates[-1].phase == "test"
     assert updates[0].epoch == 0 and updates[-1].epoch is None
     assert updates[-1].eta_s == 0.0
+    # The first batch pays one-off costs, so the estimate starts with the second.
+    assert updates[0].eta_s is None
+    assert all(update.eta_s is not None and update.eta_s >= 0.0 for update in updates[1:])
 
 
 def test_result_layout(uninterrupted):
