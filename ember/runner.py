@@ -103,8 +103,8 @@ class Progress:
         total: samples (steps) of the whole job.
         samples_per_s: the rate since this process started the job.
         eta_s: estimated seconds to completion, from the rate after this process's
-            first batch, which pays one-off costs (building the network's kernels,
-            for one); ``None`` until a later batch has finished.
+            first batch, because that batch pays one-off costs such as building
+            the kernels. ``None`` until a later batch has finished.
         phase: ``train``, ``label``, ``test`` or ``simulate``.
         epoch: the training epoch (from 0), ``None`` outside training.
         unit: ``"samples"``, or ``"steps"`` for a simulation without data.
@@ -594,7 +594,11 @@ class _JobRun:
         self.buffered_events = 0
 
     def _eta(self, now: float, done: int, total: int) -> float | None:
-        """Return the seconds left at the rate since this process's first batch, or None after that batch."""
+        """Estimate the seconds left from the rate since this process's first batch.
+
+        Returns None right after the first batch, whose time includes one-off
+        costs, and 0 when the job is done.
+        """
         if done >= total:
             return 0.0
         if self.rate_anchor is None:

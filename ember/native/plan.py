@@ -283,7 +283,8 @@ class Plan:
         self.conns = (ConnStruct * max(len(self.conn_names), 1))()
         self.poisson: list[tuple[int, Any]] = []
         self.frames: list[tuple[int, Any]] = []
-        # Per connection index: whole delay steps, and whether any delay has a fractional part.
+        # Per connection index: its whole delay steps, or for a delay line the offsets that replaced them
+        # in place (see _whole_delays), and whether any delay has a fractional part.
         self.whole_delays: dict[int, torch.Tensor] = {}
         self.fractional_delays: set[int] = set()
         # Per rule with arrival timing: the spike history words of the current run, and the newest spike older than them.
@@ -453,14 +454,15 @@ class Plan:
                 raise Unsupported(f"connection {name!r} has a bias of shape {tuple(bias.shape)}; expected {connection.post_shape}")
             struct.bias = self._pin(bias)
 
-        if self.watch.tensor(connection, "delay") is not None:
-            self._describe_delays(name, connection, struct)
+        delay = self.watch.tensor(connection, "delay")
+        if delay is not None:
+            self._describe_delays(name, connection, delay, struct)
         self._describe_synapse(name, connection, struct)
 
-    def _describe_delays(self, name: str, connection, struct: ConnStruct) -> None:
+    def _describe_delays(self, name: str, connection, delay: torch.Tensor, struct: ConnStruct) -> None:
         for setting in ("delay_mode", "min_delay", "max_delay"):
             self.watch.value(connection, setting)
-        whole_steps, fraction = self._delay_steps(connection)
+        whole_steps, fraction = self._delay_steps(connection, delay)
         low, high = int(whole_steps.min()), int(whole_steps.max())
         has_fraction = fraction is not None
         conn = self.conn_index[name]
@@ -473,8 +475,8 @@ class Plan:
             self.whole_delays[conn] = whole_steps
             struct.delay = self._pin(whole_steps)
         elif low == high and not has_fraction:
-            # One delay for every synapse (a lateral connection's step): the row goes into the ring slot that
-            # many steps ahead, without a table of offsets.
+            # One delay for every synapse, such as a lateral connection's step. Each row then goes into the
+            # ring slot that many steps ahead, without a table of offsets.
             self.whole_delays[conn] = whole_steps[:1].clone()
             struct.shift = low
         else:
@@ -499,14 +501,14 @@ class Plan:
         # The delay-line offsets: delay * post_size + j.
         return torch.div(stored, shape[-1], rounding_mode="floor").view(shape)
 
-    def _delay_steps(self, connection) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return a connection's delays as flat whole steps (int32) and fractions (``None`` when all are whole).
+    def _delay_steps(self, connection, delay: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Convert a connection's delays to flat whole steps (int32) and fractions (``None`` when all are whole).
 
         The delays go through ``Connection.delay_steps`` (the operations of
         ``Dense._delay_plan`` and ``Connection._emit_events``) a block at a
         time, so that a large connection needs no full-size temporaries.
         """
-        delay = self.watch.tensor(connection, "delay").detach().reshape(-1)
+        delay = delay.detach().reshape(-1)
         whole_steps = torch.empty(delay.numel(), dtype=torch.int32)
         fraction = None
         with torch.no_grad():
