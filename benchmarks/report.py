@@ -123,10 +123,10 @@ COST_NOTES = [
     "- The least-bytes ratio divides the least bytes a step must move (see the roofline below) by those of "
     "the step without STDP or delays. Where it is above 2, a step that moves its bytes no faster than the "
     "plain one cannot meet the target; where it is below, the target is within reach in principle.",
-    "- STDP with one sample: one pass along each spiking row pays its deferred potentiation, sends it out "
-    "and depresses it, so the row is read once and written back once, and the least-bytes ratio stays below "
-    "2. The pass also reads the row's deferred sums (float64), and the plain step reads its rows close to the "
-    "memory bandwidth, so each byte that STDP adds shows in the ratio.",
+    "- STDP with one sample: one pass along each spiking row pays its deferred potentiation, sends it out, "
+    "depresses it and starts it owing again, so the row is read once and written back once, and the "
+    "least-bytes ratio stays below 2. Besides the row, the pass reads two vectors of per-neuron spike sums "
+    "(one per span of up to 32 steps, in the weights' dtype) that stay in cache.",
     "- STDP with a batch cannot defer potentiation (each sample has its own presynaptic trace), so every "
     "column that spikes in some sample is read and written for all rows at every step. The least-bytes "
     "ratio is above 2.",

@@ -291,11 +291,6 @@ typedef struct {
 } Scratch;
 
 /*
- * Deferred potentiation of one pair STDP rule with one sample (see
- * kernels_step.h). Steps are counted from `base`, the first step of the
- * current block of at most `block` steps.
- */
-/*
  * A nearest presynaptic trace per synapse, kept as the step of the last
  * arrival: after an arrival the trace is 1 and then decays, so k steps later
  * it is decay multiplied k times, power[k] (see "arrival timing" in
@@ -330,54 +325,62 @@ static void arrivals_close(Arrivals *a) {
     memset(a, 0, sizeof(*a));
 }
 
+/*
+ * Deferred potentiation of one pair STDP rule with one sample (see
+ * "deferred potentiation" in kernels_step.h). Steps count from `base`, the
+ * first step of the call, in spans of `span` steps; the sums of the last
+ * `spans` spans are kept in a ring.
+ */
 typedef struct Deferred {
     int active;
-    int block;
+    int span;          /* steps per span */
+    int spans;         /* spans kept */
+    int fresh;         /* the current span's sums are all zero */
     int64_t base;
     int64_t depressed; /* the step whose depression emit already applied, or -1 */
-    double *arrivals;  /* (post,) sum over postsynaptic spikes at step base + m of decay^m */
-    double *history;   /* (block + 1, post): row m is `arrivals` before step base + m */
-    int32_t *anchor;   /* (pre,) the step (from base) at which each row's pending potentiation starts */
+    void *sums;        /* (spans, post) REAL: row q % spans sums decay^(t - q span) over the spikes of neuron j at steps t >= q span */
+    int64_t *anchor;   /* (pre,) the step since which each row owes potentiation */
     double *value;     /* (pre,) the presynaptic trace at that step */
-    double *power;     /* (block + 1,) decay^m */
-    double *growth;    /* (block + 1,) decay^-m */
+    double *power;     /* (spans * span + 1,) decay^m */
+    double *growth;    /* (span,) decay^-m */
 } Deferred;
 
-/* The maximum block length keeps decay^-block below e^14, so differences of `arrivals` keep about 10 digits. */
-#define DEFER_RANGE 14.0
-#define DEFER_MAX_BLOCK 256
-#define DEFER_MIN_BLOCK 4
-#define DEFER_HISTORY_BYTES (32 << 20)
+/*
+ * A span is at most DEFER_MAX_SPAN steps, and short enough that
+ * decay^-(span - 1), by which a difference of two sums is scaled, stays
+ * below DEFER_MAX_GROWTH. DEFER_WINDOW steps of spans are kept: a row idle
+ * for longer pays and starts owing again.
+ */
+#define DEFER_MAX_SPAN 32
+#define DEFER_MAX_GROWTH 8.0
+#define DEFER_WINDOW 256
 
-static void deferred_open(Deferred *d, const Net *net, const Rule *r) {
+/* What one pass along a row of a deferring rule does (row_pass in kernels_step.h), in this order. */
+enum { PASS_PAY = 1, PASS_SEND = 2, PASS_DEPRESS = 4, PASS_ANCHOR = 8 };
+
+static void deferred_open(Deferred *d, const Net *net, const Rule *r, size_t real_size) {
     const Conn *c = &net->conns[r->conn];
     memset(d, 0, sizeof(*d));
     if (!r->defer || net->batch != 1 || r->decay_pre <= 0.0 || r->decay_pre > 1.0) return;
     const int P = c->post_size, I = c->pre_size;
-    double block = r->decay_pre < 1.0 ? DEFER_RANGE / -log(r->decay_pre) : DEFER_MAX_BLOCK;
-    if (block > DEFER_MAX_BLOCK) block = DEFER_MAX_BLOCK;
-    const double fits = (double)DEFER_HISTORY_BYTES / (sizeof(double) * (double)P) - 1.0;
-    if (block > fits) block = fits;
-    if (block < DEFER_MIN_BLOCK) return;
-    d->block = (int)block;
+    double span = r->decay_pre < 1.0 ? 1.0 + log(DEFER_MAX_GROWTH) / -log(r->decay_pre) : DEFER_MAX_SPAN;
+    if (span > DEFER_MAX_SPAN) span = DEFER_MAX_SPAN;
+    d->span = (int)span;
+    d->spans = (DEFER_WINDOW + d->span - 1) / d->span;
     d->depressed = -1;
-    d->arrivals = (double *)calloc((size_t)P, sizeof(double));
-    d->history = (double *)calloc((size_t)(d->block + 1) * (size_t)P, sizeof(double));
-    d->anchor = (int32_t *)calloc((size_t)I, sizeof(int32_t));
+    d->sums = calloc((size_t)d->spans * (size_t)P, real_size);
+    d->anchor = (int64_t *)calloc((size_t)I, sizeof(int64_t));
     d->value = (double *)calloc((size_t)I, sizeof(double));
-    d->power = (double *)malloc(sizeof(double) * (size_t)(d->block + 1));
-    d->growth = (double *)malloc(sizeof(double) * (size_t)(d->block + 1));
-    if (!d->arrivals || !d->history || !d->anchor || !d->value || !d->power || !d->growth) return;
-    for (int m = 0; m <= d->block; m++) {
-        d->power[m] = pow(r->decay_pre, (double)m);
-        d->growth[m] = 1.0 / d->power[m];
-    }
+    d->power = (double *)malloc(sizeof(double) * ((size_t)d->spans * (size_t)d->span + 1));
+    d->growth = (double *)malloc(sizeof(double) * (size_t)d->span);
+    if (!d->sums || !d->anchor || !d->value || !d->power || !d->growth) return;
+    for (int m = 0; m <= d->spans * d->span; m++) d->power[m] = pow(r->decay_pre, (double)m);
+    for (int m = 0; m < d->span; m++) d->growth[m] = 1.0 / d->power[m];
     d->active = 1;
 }
 
 static void deferred_close(Deferred *d) {
-    free(d->arrivals);
-    free(d->history);
+    free(d->sums);
     free(d->anchor);
     free(d->value);
     free(d->power);
@@ -403,7 +406,7 @@ static int scratch_open(Scratch *w, const Net *net, size_t real_size) {
         return -1;
     for (int ci = 0; ci < net->n_conns; ci++) w->deferred_of_conn[ci] = -1;
     for (int r = 0; r < net->n_rules; r++) {
-        deferred_open(&w->deferred[r], net, &net->rules[r]);
+        deferred_open(&w->deferred[r], net, &net->rules[r], real_size);
         if (w->deferred[r].active) w->deferred_of_conn[net->rules[r].conn] = r;
     }
 

@@ -20,13 +20,16 @@ static inline REAL FN(clamp)(REAL x, int has_low, REAL low, int has_high, REAL h
  * A step reads the weight rows of the inputs that spiked, in the order of
  * their list. Each row starts a new stream, which the hardware prefetcher
  * picks up only after a few misses. So while one row is added, the same
- * span of the next row is requested, PREFETCH_SPAN weights at a time and one
- * cache line per request. On a 1000 x 10000 dense connection this took 6 %
- * off the plain step and 13 % off the step with deferred STDP (measured on a
- * 2-core AMD EPYC). Weights that fit in the last-level cache skip it,
- * because there the requests only cost instructions.
+ * span of the next row is requested, one cache line per request:
+ * PREFETCH_SPAN weights at a time for the plain step, DEFERRED_PREFETCH_SPAN
+ * for the pass of deferred STDP, which does more work per weight. On a
+ * 1000 x 10000 dense connection this took 6 % off the plain step and 28 %
+ * off the step with deferred STDP (measured on a 2-core AMD EPYC). Weights
+ * that fit in the last-level cache skip it, because there the requests only
+ * cost instructions.
  */
 #define PREFETCH_SPAN 64
+#define DEFERRED_PREFETCH_SPAN 256
 #define PREFETCH_MIN_BYTES ((size_t)16 << 20)
 #define LINE_BYTES 64
 
@@ -411,9 +414,10 @@ static void FN(frame_step)(const Net *net, const Node *node, int node_index, Scr
 
 /* ------------------------------------------------------------ connections */
 
-static void FN(deferred_sync_row)(const Net *net, const Rule *r, Deferred *d, int i, int64_t now);
+static void FN(deferred_pay_row)(const Net *net, const Rule *r, Deferred *d, int i, int64_t position);
 static void FN(deferred_emit)(const Net *net, const Rule *r, Deferred *d, const Scratch *w, int ci,
                               const int64_t *slot_now, int64_t step);
+static void FN(deferred_restart)(const Net *net, const Rule *r, Deferred *d, const Scratch *w, int64_t step);
 
 /* Add row[from .. to) into a delay line at its offsets: the whole weight, or with fractional delays the near (share 0) or far share. */
 static inline void FN(line_add)(REAL *restrict cells, const int32_t *restrict offset, const REAL *restrict row,
@@ -453,14 +457,15 @@ static __attribute__((noinline)) void FN(emit)(const Net *net, int ci, Scratch *
     const int prefetch = FN(prefetches)(c);
 
     /* Rows with deferred potentiation pay it before their weights go out. */
-    if (w->deferred_of_conn[ci] >= 0) {
-        const int k = w->deferred_of_conn[ci];
+    const int deferring = w->deferred_of_conn[ci];
+    if (deferring >= 0) {
+        Deferred *d = &w->deferred[deferring];
         if (!c->offset) {
-            FN(deferred_emit)(net, &net->rules[k], &w->deferred[k], w, ci, slot_now, step);
+            FN(deferred_emit)(net, &net->rules[deferring], d, w, ci, slot_now, step);
             return;
         }
         for (int m = 0; m < active_count[0]; m++)
-            FN(deferred_sync_row)(net, &net->rules[k], &w->deferred[k], active[m], step);
+            FN(deferred_pay_row)(net, &net->rules[deferring], d, active[m], step - d->base);
     }
 
     for (int b = 0; b < B; b++) {
@@ -533,6 +538,7 @@ static __attribute__((noinline)) void FN(emit)(const Net *net, int ci, Scratch *
             }
         }
     }
+    if (deferring >= 0 && c->offset) FN(deferred_restart)(net, &net->rules[deferring], &w->deferred[deferring], w, step);
 }
 
 /* ------------------------------------------------------------------ rules */
@@ -849,71 +855,146 @@ static void FN(potentiate)(const Net *net, Rule *r, Scratch *w) {
  * postsynaptic spike of neuron j, every weight of column j by a_plus times
  * the presynaptic trace x_i. Done at once, that touches one cache line per
  * row. Between two spikes of input i its trace only decays, x_i(t) =
- * x_i(s) decay^(t - s), so the potentiation that row i owes since step s is
- * a_plus x_i(s) decay^-(s - base) (A_j(t) - A_j(s - 1)) for every column j,
- * where A_j sums decay^(t' - base) over the spikes of neuron j at steps t'.
- * A row pays what it owes, in one pass along the row, right before it is
- * read: when input i spikes (before its weights go out), and at the end of
- * each block and of the call. Additions of a non-negative amount followed by
- * a clamp add up to the sum followed by one clamp, so the weights equal those
- * of the step-by-step update up to rounding. Used only for pair STDP with
- * one sample, no Bounds, a non-negative a_plus and all weights in bounds
- * (plan.py decides).
+ * x_i(s) decay^(t - s), so what row i owes since step s, in column j, is
+ * a_plus x_i(s) times the sum of decay^(t - s) over the spikes of neuron j
+ * at steps t >= s.
+ *
+ * Steps count from the call's first step in spans of `span` steps. For the
+ * span that starts at step b, S_j sums decay^(t - b) over the spikes of j
+ * at steps t >= b, so the sum since a step s of that span is
+ * decay^-(s - b) (S_j now - S_j at step s). A row takes off the second term
+ * when it starts owing at step s (a spike of input i), in the pass that
+ * sends and depresses it. It adds the first term when it pays: at its next
+ * spike, before its weights go out, when its span leaves the ring of kept
+ * spans, and at the end of the call. In between, the stored row is not the
+ * weight, but nothing reads it: a row goes out only after it paid. The sums
+ * are in REAL and never hold more than one span's growth, decay^-(span - 1),
+ * which kernels.c bounds.
+ *
+ * Additions of a non-negative amount followed by a clamp add up to the sum
+ * followed by one clamp, so the weights equal those of the step-by-step
+ * update up to rounding. Used only for pair STDP with one sample, no Bounds,
+ * a non-negative a_plus and all weights in bounds (plan.py decides).
  */
-static void FN(deferred_sync_row)(const Net *net, const Rule *r, Deferred *d, int i, int64_t now) {
-    const Conn *c = &net->conns[r->conn];
-    const int P = c->post_size;
-    const int m = d->anchor[i];
-    const int position = (int)(now - d->base);
-    const double value = d->value[i];
-    d->anchor[i] = position;
-    d->value[i] = value * d->power[position - m];
-    if (value == 0.0 || position == m) return;
-    FN(Update) u = FN(update_constants)(r, r->potentiation_factor, 1);
-    const double scale = value * d->growth[m];
-    const double *arrivals = d->arrivals, *before = d->history + (size_t)m * P;
-    REAL *row = (REAL *)c->weight + (size_t)i * P;
-    const int skip = c->kind == CONN_LATERAL ? i : P;
-    int outside = 0;
-    for (int j = 0; j < skip; j++)
-        row[j] = FN(update_plain)(&u, 0, 0, row[j], (REAL)(scale * (arrivals[j] - before[j])), &outside);
-    for (int j = skip + 1; j < P; j++)
-        row[j] = FN(update_plain)(&u, 0, 0, row[j], (REAL)(scale * (arrivals[j] - before[j])), &outside);
+
+/* The sums of the span that contains `position` (steps from the call's start). */
+static inline REAL *FN(span_sums)(const Deferred *d, int P, int64_t position) {
+    return (REAL *)d->sums + (size_t)((position / d->span) % d->spans) * (size_t)P;
 }
 
-/* Columns [from, to) of one row in deferred_emit: pay what is owed, send the weight out, depress. */
-static inline void FN(deferred_span)(REAL *restrict row, REAL *restrict target, const double *restrict arrivals,
-                                     const double *restrict before, const REAL *restrict trace, REAL decay, double scale,
-                                     const FN(Update) *up, const FN(Update) *ud, int owes, int depress, int from, int to,
-                                     int *outside) {
-    if (owes && depress) {
-        for (int j = from; j < to; j++) {
-            const REAL paid = FN(update_plain)(up, 0, 0, row[j], (REAL)(scale * (arrivals[j] - before[j])), outside);
-            target[j] += paid;
-            row[j] = FN(update_plain)(ud, ud->mean, 0, paid, trace[j] * decay, outside);
-        }
-    } else if (owes) {
-        for (int j = from; j < to; j++) {
-            const REAL paid = FN(update_plain)(up, 0, 0, row[j], (REAL)(scale * (arrivals[j] - before[j])), outside);
-            target[j] += paid;
-            row[j] = paid;
-        }
-    } else if (depress) {
-        for (int j = from; j < to; j++) {
-            target[j] += row[j];
-            row[j] = FN(update_plain)(ud, ud->mean, 0, row[j], trace[j] * decay, outside);
-        }
-    } else {
-        for (int j = from; j < to; j++) target[j] += row[j];
+/* Return the factor of row i's sums: its trace at its anchor, times decay^-(anchor - start of its span). */
+static inline REAL FN(anchor_scale)(const Deferred *d, int i) {
+    return (REAL)(d->value[i] * d->growth[d->anchor[i] % d->span]);
+}
+
+/* The arrays and constants of one pass along a row (see row_pass). */
+typedef struct {
+    REAL *row, *target;
+    const REAL *owed, *fresh, *trace;
+    REAL owed_scale, fresh_scale, decay;
+    FN(Update) up, ud;
+} FN(RowPass);
+
+/*
+ * Columns [from, to) of one row, with the steps that `actions` names. Pay
+ * what the row owes (owed_scale * owed[j]), send the weight to target, and
+ * depress it by the postsynaptic trace as rule_step will have decayed it
+ * (trace * decay). Then take off what the row will pay for the span's sums
+ * so far at its new anchor (fresh_scale * fresh[j]). Inlined with a constant `actions`, each
+ * combination is a loop without tests.
+ */
+static inline __attribute__((always_inline)) void FN(pass_columns)(const FN(RowPass) *p, int actions, int from, int to) {
+    REAL *restrict row = p->row;
+    REAL *restrict target = p->target;
+    const REAL *restrict owed = p->owed;
+    const REAL *restrict fresh = p->fresh;
+    const REAL *restrict trace = p->trace;
+    const REAL owed_scale = p->owed_scale, fresh_scale = p->fresh_scale, decay = p->decay;
+    int outside = 0; /* the rule has no Bounds, so no weight can end outside them */
+    for (int j = from; j < to; j++) {
+        REAL weight = row[j];
+        if (actions & PASS_PAY) weight = FN(update_plain)(&p->up, 0, 0, weight, owed_scale * owed[j], &outside);
+        if (actions & PASS_SEND) target[j] += weight;
+        if (actions & PASS_DEPRESS) weight = FN(update_plain)(&p->ud, 0, 0, weight, trace[j] * decay, &outside);
+        if (actions & PASS_ANCHOR) weight -= fresh_scale * fresh[j] * p->up.factor;
+        row[j] = weight;
     }
+}
+
+#define ROW_PASS_CASE(actions) \
+    case actions: FN(pass_columns)(p, actions, from, to); break;
+
+/* One pass along the columns [from, to) of a row, skipping column `skip` (a lateral connection's own neuron). */
+static void FN(row_pass)(const FN(RowPass) *p, int actions, int first, int last, int skip) {
+    int cut, resume;
+    FN(split_span)(first, last, skip, &cut, &resume);
+    for (int part = 0; part < 2; part++) {
+        const int from = part ? resume : first, to = part ? last : cut;
+        switch (actions) {
+            ROW_PASS_CASE(1) ROW_PASS_CASE(2) ROW_PASS_CASE(3) ROW_PASS_CASE(4) ROW_PASS_CASE(5)
+            ROW_PASS_CASE(6) ROW_PASS_CASE(7) ROW_PASS_CASE(8) ROW_PASS_CASE(9) ROW_PASS_CASE(10)
+            ROW_PASS_CASE(11) ROW_PASS_CASE(12) ROW_PASS_CASE(13) ROW_PASS_CASE(14) ROW_PASS_CASE(15)
+            default: break;
+        }
+    }
+}
+
+#undef ROW_PASS_CASE
+
+/* A pass over row i of the rule's connection, with the rule's updates and postsynaptic trace. */
+static FN(RowPass) FN(row_pass_of)(const Net *net, const Rule *r, int i) {
+    const Conn *c = &net->conns[r->conn];
+    FN(RowPass) p;
+    memset(&p, 0, sizeof(p));
+    p.row = (REAL *)c->weight + (size_t)i * c->post_size;
+    p.trace = (const REAL *)r->post_trace1;
+    p.decay = (REAL)r->decay_post1;
+    p.up = FN(update_constants)(r, r->potentiation_factor, 1);
+    p.ud = FN(update_constants)(r, r->depression_factor, 1);
+    return p;
+}
+
+/* The PASS_PAY part of a pass over row i: what it owes since its anchor; returns PASS_PAY, or 0 when it owes nothing. */
+static int FN(owed_by)(const Deferred *d, FN(RowPass) *p, int P, int i, int64_t position) {
+    if (d->value[i] == 0.0 || d->anchor[i] == position) return 0;
+    p->owed = FN(span_sums)(d, P, d->anchor[i]);
+    p->owed_scale = FN(anchor_scale)(d, i);
+    return PASS_PAY;
+}
+
+/*
+ * Anchor row i at `position` with presynaptic trace `value`, for a pass that
+ * follows: returns PASS_ANCHOR and sets what the pass takes off, or 0 when
+ * the span's sums are still zero.
+ */
+static int FN(anchor_at)(Deferred *d, FN(RowPass) *p, int P, int i, int64_t position, double value) {
+    d->anchor[i] = position;
+    d->value[i] = value;
+    if (d->fresh || value == 0.0) return 0;
+    p->fresh = FN(span_sums)(d, P, position);
+    p->fresh_scale = FN(anchor_scale)(d, i);
+    return PASS_ANCHOR;
+}
+
+/* The presynaptic trace of input i after its spike at this step, as rule_step will compute it. */
+static inline double FN(trace_after_spike)(const Rule *r, int i) {
+    const REAL decayed = ((const REAL *)r->pre_trace)[i] * (REAL)r->decay_pre;
+    return (double)(r->nearest ? (REAL)1 : decayed + (REAL)1);
+}
+
+/* Row i pays what it owes up to `position`, in one pass; its anchor stays. */
+static void FN(deferred_pay_row)(const Net *net, const Rule *r, Deferred *d, int i, int64_t position) {
+    const Conn *c = &net->conns[r->conn];
+    FN(RowPass) p = FN(row_pass_of)(net, r, i);
+    if (FN(owed_by)(d, &p, c->post_size, i, position))
+        FN(row_pass)(&p, PASS_PAY, 0, c->post_size, c->kind == CONN_LATERAL ? i : c->post_size);
 }
 
 /*
  * emit for a connection without delays whose rule defers potentiation, with
  * one sample: one pass along each spiking row pays what the row owes, sends
- * the weights out, and applies this step's depression, which rule_step then
- * skips. Depression reads the postsynaptic trace as rule_step will have
- * decayed it, trace * decay_post, the same product.
+ * the weights out, applies this step's depression (which rule_step then
+ * skips), and anchors the row at this step.
  */
 static void FN(deferred_emit)(const Net *net, const Rule *r, Deferred *d, const Scratch *w, int ci,
                               const int64_t *slot_now, int64_t step) {
@@ -922,90 +1003,110 @@ static void FN(deferred_emit)(const Net *net, const Rule *r, Deferred *d, const 
     const int32_t *list = w->active + w->active_offset[c->pre];
     const int count = w->active_count[c->pre];
     REAL *target = (REAL *)c->in_flight + (size_t)FN(shifted_slot)(c, slot_now[ci]) * P;
-    const REAL *trace = (const REAL *)r->post_trace1;
-    const REAL decay = (REAL)r->decay_post1;
-    const FN(Update) up = FN(update_constants)(r, r->potentiation_factor, 1);
-    const FN(Update) ud = FN(update_constants)(r, r->depression_factor, 1);
-    const int position = (int)(step - d->base);
-    const int depress = r->depress;
+    const int64_t position = step - d->base;
     const int prefetch = FN(prefetches)(c);
-    int outside = 0;
 
     for (int k = 0; k < count; k++) {
         const int i = list[k];
-        REAL *row = (REAL *)c->weight + (size_t)i * P;
-        const int m = d->anchor[i];
-        const double value = d->value[i];
-        const double scale = value * d->growth[m];
-        const double *arrivals = d->arrivals, *before = d->history + (size_t)m * P;
-        const int owes = value != 0.0 && position != m;
+        FN(RowPass) p = FN(row_pass_of)(net, r, i);
+        p.target = target;
+        int actions = PASS_SEND | (r->depress ? PASS_DEPRESS : 0) | FN(owed_by)(d, &p, P, i, position);
+        actions |= FN(anchor_at)(d, &p, P, i, position, FN(trace_after_spike)(r, i));
         const int skip = c->kind == CONN_LATERAL ? i : P;
-        d->anchor[i] = position;
-        d->value[i] = value * d->power[position - m];
-        /* The next row, and what it owes, are requested a span ahead of this row's pass. */
-        const int following = prefetch && k + 1 < count ? list[k + 1] : -1;
-        const REAL *next = following >= 0 ? (const REAL *)c->weight + (size_t)following * P : NULL;
-        const double *next_before = following >= 0 ? d->history + (size_t)d->anchor[following] * P : NULL;
-        for (int first = 0; first < P; first += PREFETCH_SPAN) {
-            const int last = first + PREFETCH_SPAN < P ? first + PREFETCH_SPAN : P;
-            if (next) {
-                FN(prefetch_write)(next, sizeof(REAL) * (size_t)first, sizeof(REAL) * (size_t)last);
-                FN(prefetch_read)(next_before, sizeof(double) * (size_t)first, sizeof(double) * (size_t)last);
-            }
-            /* A lateral connection skips the weight from a neuron to itself. */
-            int cut, resume;
-            FN(split_span)(first, last, skip, &cut, &resume);
-            FN(deferred_span)(row, target, arrivals, before, trace, decay, scale, &up, &ud, owes, depress, first, cut, &outside);
-            FN(deferred_span)(row, target, arrivals, before, trace, decay, scale, &up, &ud, owes, depress, resume, last, &outside);
+        /* The next row is requested a span ahead of this row's pass; without prefetching the row is one span. */
+        const REAL *next = prefetch && k + 1 < count ? (const REAL *)c->weight + (size_t)list[k + 1] * P : NULL;
+        const int span = next ? DEFERRED_PREFETCH_SPAN : P;
+        for (int first = 0; first < P; first += span) {
+            const int last = first + span < P ? first + span : P;
+            if (next) FN(prefetch_write)(next, sizeof(REAL) * (size_t)first, sizeof(REAL) * (size_t)last);
+            FN(row_pass)(&p, actions, first, last, skip);
         }
     }
     d->depressed = step;
 }
 
-/* Start a block at step `base`: nothing is owed, and each row's trace is the one it will have after decaying at `base`. */
+/*
+ * After emit sent the rows of a connection with delays (which paid first):
+ * one pass along each spiking row applies this step's depression and
+ * anchors the row at this step.
+ */
+static void FN(deferred_restart)(const Net *net, const Rule *r, Deferred *d, const Scratch *w, int64_t step) {
+    const Conn *c = &net->conns[r->conn];
+    const int P = c->post_size;
+    const int32_t *list = w->active + w->active_offset[c->pre];
+    const int count = w->active_count[c->pre];
+    const int64_t position = step - d->base;
+    for (int k = 0; k < count; k++) {
+        const int i = list[k];
+        FN(RowPass) p = FN(row_pass_of)(net, r, i);
+        int actions = r->depress ? PASS_DEPRESS : 0;
+        actions |= FN(anchor_at)(d, &p, P, i, position, FN(trace_after_spike)(r, i));
+        if (actions) FN(row_pass)(&p, actions, 0, P, c->kind == CONN_LATERAL ? i : P);
+    }
+    d->depressed = step;
+}
+
+/* Start deferring at the call's first step `base`: nothing is owed, and each row's trace is the one it will have after decaying at `base`. */
 static void FN(deferred_rebase)(const Net *net, const Rule *r, Deferred *d, int64_t base) {
     const Conn *c = &net->conns[r->conn];
     const REAL *trace = (const REAL *)r->pre_trace;
     const REAL decay = (REAL)r->decay_pre;
     d->base = base;
-    memset(d->arrivals, 0, sizeof(double) * (size_t)c->post_size);
-    memset(d->history, 0, sizeof(double) * (size_t)c->post_size);
+    d->fresh = 1;
+    memset(d->sums, 0, sizeof(REAL) * (size_t)d->spans * (size_t)c->post_size);
     for (int i = 0; i < c->pre_size; i++) {
         d->anchor[i] = 0;
         d->value[i] = (double)(trace[i] * decay);
     }
 }
 
-/* Every row pays what it owes up to the step before `now`. */
+/* Every row pays what it owes, at the end of the call. */
 static void FN(deferred_sync_all)(const Net *net, const Rule *r, Deferred *d, int64_t now) {
-    for (int i = 0; i < net->conns[r->conn].pre_size; i++) FN(deferred_sync_row)(net, r, d, i, now);
+    for (int i = 0; i < net->conns[r->conn].pre_size; i++) FN(deferred_pay_row)(net, r, d, i, now - d->base);
 }
 
 /*
- * The part of rule_step that changes with deferred potentiation, after the
- * presynaptic trace took in the spikes of step `step`. Rows of spiking inputs
- * start owing from this step with their new trace, and the postsynaptic
- * spikes join the sums. At the end of a block every row pays.
+ * A span starts at `start` (steps from the call's start): the rows anchored
+ * in the span that leaves the ring pay and are anchored at `start`, whose
+ * sums start at zero.
+ */
+static void FN(deferred_turn)(const Net *net, const Rule *r, Deferred *d, int64_t start) {
+    const Conn *c = &net->conns[r->conn];
+    const int64_t leaving = start / d->span - d->spans;
+    if (leaving >= 0) {
+        const int64_t end = (leaving + 1) * d->span;
+        for (int i = 0; i < c->pre_size; i++) {
+            if (d->anchor[i] >= end) continue;
+            FN(deferred_pay_row)(net, r, d, i, start);
+            d->value[i] *= d->power[start - d->anchor[i]];
+            d->anchor[i] = start;
+        }
+    }
+    memset(FN(span_sums)(d, c->post_size, start), 0, sizeof(REAL) * (size_t)c->post_size);
+    d->fresh = 1;
+}
+
+/*
+ * The part of rule_step that changes with deferred potentiation, after emit
+ * anchored the spiking rows: every kept span takes in this step's
+ * postsynaptic spikes, and at the end of a span the next one starts.
  */
 static void FN(deferred_step)(const Net *net, const Rule *r, Deferred *d, const Scratch *w, int64_t step) {
     const Conn *c = &net->conns[r->conn];
     const int P = c->post_size;
-    const int position = (int)(step - d->base);
-    const REAL *trace = (const REAL *)r->pre_trace;
-    const int32_t *pre = w->active + w->active_offset[c->pre];
+    const int64_t position = step - d->base;
     const int32_t *post = w->active + w->active_offset[c->post];
-    const int pre_count = w->active_count[c->pre], post_count = w->active_count[c->post];
+    const int post_count = w->active_count[c->post];
+    const int64_t current = position / d->span;
+    const int64_t oldest = current - d->spans + 1 > 0 ? current - d->spans + 1 : 0;
 
-    for (int k = 0; k < pre_count; k++) {
-        d->anchor[pre[k]] = position;
-        d->value[pre[k]] = (double)trace[pre[k]];
+    for (int64_t q = oldest; q <= current && post_count; q++) {
+        REAL *sums = FN(span_sums)(d, P, q * d->span);
+        const REAL add = (REAL)d->power[position - q * d->span];
+        for (int k = 0; k < post_count; k++) sums[post[k]] += add;
     }
-    for (int k = 0; k < post_count; k++) d->arrivals[post[k]] += d->power[position];
-    memcpy(d->history + (size_t)(position + 1) * P, d->arrivals, sizeof(double) * (size_t)P);
-    if (position + 1 == d->block) {
-        FN(deferred_sync_all)(net, r, d, step + 1);
-        FN(deferred_rebase)(net, r, d, step + 1);
-    }
+    if (post_count) d->fresh = 0;
+    if ((position + 1) % d->span == 0) FN(deferred_turn)(net, r, d, position + 1);
 }
 
 /* The power table of a nearest trace: 1, decay, decay * decay, ... up to its fixed point (0, or a subnormal that decay leaves as it is). */
