@@ -472,6 +472,9 @@ def test_service_section_reports_overhead():
     assert lines[0] == "## S1: service overhead"
     assert "| `ember run` | 20.00 | 0.78 |" in lines
     assert "The service takes +5.0 % against the local run." in lines
+    faster = _service_section({**record, "serve_s": 19.0, "overhead_ratio": 0.95})
+    assert "The service takes -5.0 % against the local run. The service was faster: `ember run` also counts " \
+        "starting a process and importing Ember and PyTorch, which the running server did before the submit." in faster
     assert _service_section({"status": "failed", "reason": "x"}) == []
     assert _service_section(None) == []
 
