@@ -54,8 +54,8 @@ pytestmark = pytest.mark.skipif(
 
 EXACT = {"rtol": 0.0, "atol": 0.0}
 SUMMED = {"rtol": 1e-12, "atol": 1e-12}
-# Deferred potentiation sums a row's increments in float64 before one float32 addition, so weights, and
-# the membrane potentials they drive, differ from the step-by-step ones by a few units in the last place.
+# Deferred potentiation adds a weight's increments from sums of many steps, so weights, and the membrane
+# potentials they drive, differ from the step-by-step ones by a few units in the last place.
 DEFERRED = {"rtol": 1e-6, "atol": 2e-6}
 
 
@@ -553,7 +553,7 @@ def test_deferred_potentiation_closed_form(monkeypatch, w_max):
 
 
 @pytest.mark.parametrize("engine", ["native", "torch"])
-def test_deferred_potentiation_closed_form_after_a_second_input_spike(monkeypatch, engine):
+def test_deferred_potentiation_second_input_spike(monkeypatch, engine):
     # The input spikes again at 5 ms, after the output spike at 2 ms of the same span of steps. From then
     # on the row owes at its new trace, 1 at 5 ms, so the output spike at 9 ms adds a_plus decay^4.
     monkeypatch.setattr(plan, "DEFER_POTENTIATION", True)
@@ -733,6 +733,15 @@ def test_arrival_timed_stdp_with_a_batch_matches_torch(trace):
     assert spike_total(reference) > 50
     # The pair sums over the samples may add in another order than torch's sum.
     assert_same_run(reference, native, {"rtol": 1e-6, "atol": 1e-6})
+
+
+def test_arrival_timed_potentiation_is_not_deferred(monkeypatch):
+    # A row goes out when its input spikes, before the spike reaches the synapses. Deferred to arrivals,
+    # potentiation would leave the row unpaid when it goes out, so arrival timing updates at every step.
+    monkeypatch.setattr(plan, "DEFER_POTENTIATION", True)
+    network = arrival_network("native")
+    network.run(plan.DEFER_MIN_STEPS)
+    assert (plan_of(network).rules[0].arrival, plan_of(network).rules[0].defer) == (1, 0)
 
 
 @pytest.mark.parametrize("case", ["plain", "recurrent", "hard_bounds", "sum"])
