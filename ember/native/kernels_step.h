@@ -728,17 +728,21 @@ static void FN(potentiate)(const Net *net, Rule *r, Scratch *w) {
 
     if (r->full_pass) {
         for (int j = 0; j < P; j++) w->columns[n_columns++] = j;
+    } else if (B == 1) {
+        /* The spike list is in ascending order already. */
+        for (int k = 0; k < active_count[0]; k++) w->columns[n_columns++] = active[k];
     } else {
         for (int b = 0; b < B; b++) {
             const int32_t *list = active + (size_t)b * P;
-            for (int k = 0; k < active_count[b]; k++) {
-                if (!w->column_mark[list[k]]) {
-                    w->column_mark[list[k]] = 1;
-                    w->columns[n_columns++] = list[k];
-                }
+            for (int k = 0; k < active_count[b]; k++) w->column_mark[list[k]] = 1;
+        }
+        /* In ascending order, so that a block of columns covers few cache lines of each row. */
+        for (int j = 0; j < P; j++) {
+            if (w->column_mark[j]) {
+                w->column_mark[j] = 0;
+                w->columns[n_columns++] = j;
             }
         }
-        for (int k = 0; k < n_columns; k++) w->column_mark[w->columns[k]] = 0;
     }
 
     if (B == 1 && u.bounds != BOUNDS_SOFT) {
