@@ -328,8 +328,8 @@ static void arrivals_close(Arrivals *a) {
 /*
  * Deferred potentiation of one pair STDP rule with one sample (see
  * "deferred potentiation" in kernels_step.h). Steps count from `base`, the
- * first step of the call, in spans of `span` steps; the sums of the last
- * `spans` spans are kept in a ring.
+ * first step of the call, in spans of `span` steps. A ring keeps the sums of
+ * the last `spans` spans.
  */
 typedef struct Deferred {
     int active;

@@ -414,7 +414,7 @@ static void FN(frame_step)(const Net *net, const Node *node, int node_index, Scr
 
 /* ------------------------------------------------------------ connections */
 
-static void FN(deferred_pay_row)(const Net *net, const Rule *r, Deferred *d, int i, int64_t position);
+static void FN(deferred_pay_spiking)(const Net *net, const Rule *r, Deferred *d, const Scratch *w, int64_t step);
 static void FN(deferred_emit)(const Net *net, const Rule *r, Deferred *d, const Scratch *w, int ci,
                               const int64_t *slot_now, int64_t step);
 static void FN(deferred_restart)(const Net *net, const Rule *r, Deferred *d, const Scratch *w, int64_t step);
@@ -464,8 +464,7 @@ static __attribute__((noinline)) void FN(emit)(const Net *net, int ci, Scratch *
             FN(deferred_emit)(net, &net->rules[deferring], d, w, ci, slot_now, step);
             return;
         }
-        for (int m = 0; m < active_count[0]; m++)
-            FN(deferred_pay_row)(net, &net->rules[deferring], d, active[m], step - d->base);
+        FN(deferred_pay_spiking)(net, &net->rules[deferring], d, w, step);
     }
 
     for (int b = 0; b < B; b++) {
@@ -871,9 +870,9 @@ static void FN(potentiate)(const Net *net, Rule *r, Scratch *w) {
  * sends and depresses it. It adds the first term when it pays: at its next
  * spike, before its weights go out, when its span leaves the ring of kept
  * spans, and at the end of the call. In between, the stored row is not the
- * weight, but nothing reads it: a row goes out only after it paid. The sums
- * are in REAL and never hold more than one span's growth, decay^-(span - 1),
- * which kernels.c bounds.
+ * weight, but nothing reads it: a row goes out only after it paid. A sum is
+ * scaled by at most decay^-(span - 1), which kernels.c bounds, so the sums
+ * can be in REAL.
  *
  * Additions of a non-negative amount followed by a clamp add up to the sum
  * followed by one clamp, so the weights equal those of the step-by-step
@@ -904,8 +903,8 @@ typedef struct {
  * what the row owes (owed_scale * owed[j]), send the weight to target, and
  * depress it by the postsynaptic trace as rule_step will have decayed it
  * (trace * decay). Then take off what the row will pay for the span's sums
- * so far at its new anchor (fresh_scale * fresh[j]). Inlined with a constant `actions`, each
- * combination is a loop without tests.
+ * so far at its new anchor (fresh_scale * fresh[j]). Inlined with a constant
+ * `actions`, each combination is a loop without tests.
  */
 static inline __attribute__((always_inline)) void FN(pass_columns)(const FN(RowPass) *p, int actions, int from, int to) {
     REAL *restrict row = p->row;
@@ -945,12 +944,10 @@ static void FN(row_pass)(const FN(RowPass) *p, int actions, int first, int last,
 
 #undef ROW_PASS_CASE
 
-/* A pass over row i of the rule's connection, with the rule's updates and postsynaptic trace. */
-static FN(RowPass) FN(row_pass_of)(const Net *net, const Rule *r, int i) {
-    const Conn *c = &net->conns[r->conn];
+/* Return the part of a row pass that all rows of a rule share: its updates and postsynaptic trace. */
+static FN(RowPass) FN(rule_pass)(const Rule *r) {
     FN(RowPass) p;
     memset(&p, 0, sizeof(p));
-    p.row = (REAL *)c->weight + (size_t)i * c->post_size;
     p.trace = (const REAL *)r->post_trace1;
     p.decay = (REAL)r->decay_post1;
     p.up = FN(update_constants)(r, r->potentiation_factor, 1);
@@ -958,7 +955,7 @@ static FN(RowPass) FN(row_pass_of)(const Net *net, const Rule *r, int i) {
     return p;
 }
 
-/* The PASS_PAY part of a pass over row i: what it owes since its anchor; returns PASS_PAY, or 0 when it owes nothing. */
+/* Set the PASS_PAY part of a pass over row i, what it owes since its anchor. Returns PASS_PAY, or 0 when it owes nothing. */
 static int FN(owed_by)(const Deferred *d, FN(RowPass) *p, int P, int i, int64_t position) {
     if (d->value[i] == 0.0 || d->anchor[i] == position) return 0;
     p->owed = FN(span_sums)(d, P, d->anchor[i]);
@@ -986,12 +983,22 @@ static inline double FN(trace_after_spike)(const Rule *r, int i) {
     return (double)(r->nearest ? (REAL)1 : decayed + (REAL)1);
 }
 
-/* Row i pays what it owes up to `position`, in one pass; its anchor stays. */
-static void FN(deferred_pay_row)(const Net *net, const Rule *r, Deferred *d, int i, int64_t position) {
+/* Pay what row i owes up to `position`, in one pass. The row keeps its anchor. */
+static void FN(deferred_pay_row)(const Net *net, const Rule *r, Deferred *d, const FN(RowPass) *rule_pass, int i,
+                                 int64_t position) {
     const Conn *c = &net->conns[r->conn];
-    FN(RowPass) p = FN(row_pass_of)(net, r, i);
+    FN(RowPass) p = *rule_pass;
+    p.row = (REAL *)c->weight + (size_t)i * c->post_size;
     if (FN(owed_by)(d, &p, c->post_size, i, position))
         FN(row_pass)(&p, PASS_PAY, 0, c->post_size, c->kind == CONN_LATERAL ? i : c->post_size);
+}
+
+/* Before emit sends the rows of a connection with delays, each spiking row pays what it owes. */
+static void FN(deferred_pay_spiking)(const Net *net, const Rule *r, Deferred *d, const Scratch *w, int64_t step) {
+    const Conn *c = &net->conns[r->conn];
+    const int32_t *list = w->active + w->active_offset[c->pre];
+    const FN(RowPass) rule_pass = FN(rule_pass)(r);
+    for (int k = 0; k < w->active_count[c->pre]; k++) FN(deferred_pay_row)(net, r, d, &rule_pass, list[k], step - d->base);
 }
 
 /*
@@ -1009,15 +1016,17 @@ static void FN(deferred_emit)(const Net *net, const Rule *r, Deferred *d, const 
     REAL *target = (REAL *)c->in_flight + (size_t)FN(shifted_slot)(c, slot_now[ci]) * P;
     const int64_t position = step - d->base;
     const int prefetch = FN(prefetches)(c);
+    const FN(RowPass) rule_pass = FN(rule_pass)(r);
 
     for (int k = 0; k < count; k++) {
         const int i = list[k];
-        FN(RowPass) p = FN(row_pass_of)(net, r, i);
+        FN(RowPass) p = rule_pass;
+        p.row = (REAL *)c->weight + (size_t)i * P;
         p.target = target;
         int actions = PASS_SEND | (r->depress ? PASS_DEPRESS : 0) | FN(owed_by)(d, &p, P, i, position);
         actions |= FN(anchor_at)(d, &p, P, i, position, FN(trace_after_spike)(r, i));
         const int skip = c->kind == CONN_LATERAL ? i : P;
-        /* The next row is requested a span ahead of this row's pass; without prefetching the row is one span. */
+        /* The next row is requested a span ahead of this row's pass. Without prefetching the row is one span. */
         const REAL *next = prefetch && k + 1 < count ? (const REAL *)c->weight + (size_t)list[k + 1] * P : NULL;
         const int span = next ? DEFERRED_PREFETCH_SPAN : P;
         for (int first = 0; first < P; first += span) {
@@ -1040,9 +1049,11 @@ static void FN(deferred_restart)(const Net *net, const Rule *r, Deferred *d, con
     const int32_t *list = w->active + w->active_offset[c->pre];
     const int count = w->active_count[c->pre];
     const int64_t position = step - d->base;
+    const FN(RowPass) rule_pass = FN(rule_pass)(r);
     for (int k = 0; k < count; k++) {
         const int i = list[k];
-        FN(RowPass) p = FN(row_pass_of)(net, r, i);
+        FN(RowPass) p = rule_pass;
+        p.row = (REAL *)c->weight + (size_t)i * P;
         int actions = r->depress ? PASS_DEPRESS : 0;
         actions |= FN(anchor_at)(d, &p, P, i, position, FN(trace_after_spike)(r, i));
         if (actions) FN(row_pass)(&p, actions, 0, P, c->kind == CONN_LATERAL ? i : P);
@@ -1050,7 +1061,7 @@ static void FN(deferred_restart)(const Net *net, const Rule *r, Deferred *d, con
     d->depressed = step;
 }
 
-/* Start deferring at the call's first step `base`: nothing is owed, and each row's trace is the one it will have after decaying at `base`. */
+/* Start deferring at the call's first step `base`. Nothing is owed, and each row's trace is the one it has after decaying at `base`. */
 static void FN(deferred_rebase)(const Net *net, const Rule *r, Deferred *d, int64_t base) {
     const Conn *c = &net->conns[r->conn];
     const REAL *trace = (const REAL *)r->pre_trace;
@@ -1066,7 +1077,8 @@ static void FN(deferred_rebase)(const Net *net, const Rule *r, Deferred *d, int6
 
 /* Every row pays what it owes, at the end of the call. */
 static void FN(deferred_sync_all)(const Net *net, const Rule *r, Deferred *d, int64_t now) {
-    for (int i = 0; i < net->conns[r->conn].pre_size; i++) FN(deferred_pay_row)(net, r, d, i, now - d->base);
+    const FN(RowPass) rule_pass = FN(rule_pass)(r);
+    for (int i = 0; i < net->conns[r->conn].pre_size; i++) FN(deferred_pay_row)(net, r, d, &rule_pass, i, now - d->base);
 }
 
 /*
@@ -1078,10 +1090,11 @@ static void FN(deferred_turn)(const Net *net, const Rule *r, Deferred *d, int64_
     const Conn *c = &net->conns[r->conn];
     const int64_t leaving = start / d->span - d->spans;
     if (leaving >= 0) {
+        const FN(RowPass) rule_pass = FN(rule_pass)(r);
         const int64_t end = (leaving + 1) * d->span;
         for (int i = 0; i < c->pre_size; i++) {
             if (d->anchor[i] >= end) continue;
-            FN(deferred_pay_row)(net, r, d, i, start);
+            FN(deferred_pay_row)(net, r, d, &rule_pass, i, start);
             d->value[i] *= d->power[start - d->anchor[i]];
             d->anchor[i] = start;
         }
